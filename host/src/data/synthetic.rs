@@ -1,0 +1,308 @@
+//! Procedural datasets: in memory (`synthetic:KIND`) or written to disk in the MVTec AD layout
+//! (`vigil synth`).
+//!
+//! Every image gets its own generator seeded from (seed, split, index), so images are generated
+//! in parallel and an image does not depend on how many others were asked for.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use image::{ExtendedColorType, ImageFormat};
+use rayon::prelude::*;
+use vigil_shared::rng::Rng;
+use vigil_shared::synth::{DefectKind, Generator, SurfaceKind, SynthImage};
+
+use super::imageops::to_model_input;
+use super::{DataError, LoadOptions, Sample};
+
+/// Sizes of the in-memory `synthetic:KIND` dataset.
+pub const TRAIN_GOOD: usize = 1000;
+pub const VAL_GOOD: usize = 100;
+pub const TEST_GOOD: usize = 200;
+pub const TEST_DEFECTIVE: usize = 200;
+
+#[derive(Clone, Copy)]
+enum Split {
+    Train = 1,
+    Val = 2,
+    TestGood = 3,
+    TestDefective = 4,
+}
+
+fn image_seed(seed: u64, split: Split, index: usize) -> u64 {
+    let mut r = Rng::new(
+        seed ^ ((split as u64) << 56) ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    r.next_u64()
+}
+
+/// One image; `defect` None = good. `size` and `channels` are already validated.
+fn generate(
+    kind: SurfaceKind,
+    size: usize,
+    channels: usize,
+    seed: u64,
+    split: Split,
+    index: usize,
+    defect: Option<DefectKind>,
+) -> SynthImage {
+    let mut g = Generator::new(kind, size, size, channels, image_seed(seed, split, index));
+    match defect {
+        None => g.good(),
+        Some(d) => g.defective(d),
+    }
+}
+
+fn to_sample(img: SynthImage, name: String, with_mask: bool) -> Sample {
+    let image = to_model_input(
+        &img.pixels,
+        img.width,
+        img.height,
+        img.channels,
+        img.width,
+        img.channels,
+    );
+    Sample {
+        image,
+        anomalous: img.defect.is_some(),
+        mask: with_mask.then(|| img.mask.iter().map(|&m| m != 0).collect()),
+        name,
+        class: img.defect.map_or("good", DefectKind::name).to_string(),
+    }
+}
+
+/// The defect kinds of `n` defective images: round-robin, so every kind appears once `n >= 4`.
+fn defect_plan(n: usize) -> Vec<DefectKind> {
+    (0..n)
+        .map(|i| DefectKind::ALL[i % DefectKind::ALL.len()])
+        .collect()
+}
+
+pub(crate) type Splits = (Vec<Sample>, Vec<Sample>, Vec<Sample>);
+
+pub(crate) fn load(kind: SurfaceKind, opts: &LoadOptions) -> Result<Splits, DataError> {
+    let (size, ch, seed) = (opts.image_size, opts.channels, opts.seed);
+    Generator::try_new(kind, size, size, ch, seed)
+        .map_err(|e| DataError::Options(e.to_string()))?;
+    let good = |split: Split, n: usize, prefix: &str| -> Vec<Sample> {
+        (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let img = generate(kind, size, ch, seed, split, i, None);
+                to_sample(img, format!("synthetic-{prefix}-{i:04}"), false)
+            })
+            .collect()
+    };
+    let train = good(Split::Train, TRAIN_GOOD, "train");
+    let val = good(Split::Val, VAL_GOOD, "val");
+
+    // Test: good and defective parts interleaved in a seeded order.
+    let mut plan: Vec<Option<DefectKind>> = vec![None; TEST_GOOD];
+    plan.extend(defect_plan(TEST_DEFECTIVE).into_iter().map(Some));
+    Rng::new(seed ^ 0x7E57_0CDE).shuffle(&mut plan);
+    let test = plan
+        .par_iter()
+        .enumerate()
+        .map(|(i, &defect)| {
+            let split = if defect.is_some() {
+                Split::TestDefective
+            } else {
+                Split::TestGood
+            };
+            let img = generate(kind, size, ch, seed, split, i, defect);
+            to_sample(img, format!("synthetic-test-{i:04}"), true)
+        })
+        .collect();
+    Ok((train, val, test))
+}
+
+/// What [`write_synthetic_folder`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SynthSummary {
+    pub root: PathBuf,
+    pub kind: String,
+    pub size: usize,
+    pub channels: usize,
+    pub train_good: usize,
+    pub test_good: usize,
+    /// (defect type, count) in [`DefectKind::ALL`] order.
+    pub test_defective: Vec<(String, usize)>,
+    pub masks: usize,
+}
+
+impl SynthSummary {
+    pub fn total_defective(&self) -> usize {
+        self.test_defective.iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl fmt::Display for SynthSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per: Vec<String> = self
+            .test_defective
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        write!(
+            f,
+            "wrote {} {}x{}x{} {} parts to {}: train/good {}, test/good {}, test defective {} ({}), masks {}",
+            self.train_good + self.test_good + self.total_defective(),
+            self.size,
+            self.size,
+            self.channels,
+            self.kind,
+            self.root.display(),
+            self.train_good,
+            self.test_good,
+            self.total_defective(),
+            per.join(", "),
+            self.masks
+        )
+    }
+}
+
+fn mkdir(p: &Path) -> Result<(), DataError> {
+    std::fs::create_dir_all(p).map_err(|e| DataError::Write {
+        path: p.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn save_png(path: &Path, pixels: &[u8], size: usize, channels: usize) -> Result<(), DataError> {
+    let colour = if channels == 3 {
+        ExtendedColorType::Rgb8
+    } else {
+        ExtendedColorType::L8
+    };
+    image::save_buffer_with_format(
+        path,
+        pixels,
+        size as u32,
+        size as u32,
+        colour,
+        ImageFormat::Png,
+    )
+    .map_err(|e| DataError::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes a procedural dataset in the MVTec AD layout under `out`:
+/// `train/good/NNN.png` (`count` good parts), `test/good/NNN.png`, `test/<defect>/NNN.png` and
+/// `ground_truth/<defect>/NNN_mask.png`. The test set has `count / 2` parts of which a fraction
+/// `defect_rate` is defective, but always at least one of each defect kind and one good part.
+///
+/// Refuses to write into a directory that already holds a `train`, `test` or `ground_truth`
+/// directory, so stale files of an earlier run can never mix in.
+pub fn write_synthetic_folder(
+    out: &Path,
+    kind: SurfaceKind,
+    count: usize,
+    size: usize,
+    channels: usize,
+    defect_rate: f32,
+    seed: u64,
+) -> Result<SynthSummary, DataError> {
+    if count == 0 {
+        return Err(DataError::Options(
+            "synthetic count must be at least 1".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&defect_rate) {
+        return Err(DataError::Options(format!(
+            "defect rate {defect_rate} must be between 0 and 1"
+        )));
+    }
+    Generator::try_new(kind, size, size, channels, seed)
+        .map_err(|e| DataError::Options(e.to_string()))?;
+    for sub in ["train", "test", "ground_truth"] {
+        let p = out.join(sub);
+        if p.exists() {
+            return Err(DataError::Layout {
+                path: p,
+                reason: "already exists; remove it or choose another output directory".into(),
+            });
+        }
+    }
+
+    let n_test = count / 2;
+    let n_def = ((n_test as f32 * defect_rate).round() as usize).max(DefectKind::ALL.len());
+    let n_good = n_test.saturating_sub(n_def).max(1);
+    let plan = defect_plan(n_def);
+    let width = 3.max((count.max(n_good).max(n_def)).to_string().len());
+
+    let train_dir = out.join("train").join("good");
+    let good_dir = out.join("test").join("good");
+    mkdir(&train_dir)?;
+    mkdir(&good_dir)?;
+    for d in DefectKind::ALL {
+        mkdir(&out.join("test").join(d.name()))?;
+        mkdir(&out.join("ground_truth").join(d.name()))?;
+    }
+
+    (0..count).into_par_iter().try_for_each(|i| {
+        let img = generate(kind, size, channels, seed, Split::Train, i, None);
+        save_png(
+            &train_dir.join(format!("{i:0width$}.png")),
+            &img.pixels,
+            size,
+            channels,
+        )
+    })?;
+    (0..n_good).into_par_iter().try_for_each(|i| {
+        let img = generate(kind, size, channels, seed, Split::TestGood, i, None);
+        save_png(
+            &good_dir.join(format!("{i:0width$}.png")),
+            &img.pixels,
+            size,
+            channels,
+        )
+    })?;
+    // Number defective parts per defect type, as MVTec does.
+    let mut per_kind = [0usize; 4];
+    let jobs: Vec<(usize, DefectKind, usize)> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            let k = DefectKind::ALL.iter().position(|&x| x == d).unwrap_or(0);
+            let j = per_kind[k];
+            per_kind[k] += 1;
+            (i, d, j)
+        })
+        .collect();
+    jobs.par_iter().try_for_each(|&(i, d, j)| {
+        let img = generate(kind, size, channels, seed, Split::TestDefective, i, Some(d));
+        save_png(
+            &out.join("test")
+                .join(d.name())
+                .join(format!("{j:0width$}.png")),
+            &img.pixels,
+            size,
+            channels,
+        )?;
+        save_png(
+            &out.join("ground_truth")
+                .join(d.name())
+                .join(format!("{j:0width$}_mask.png")),
+            &img.mask,
+            size,
+            1,
+        )
+    })?;
+
+    Ok(SynthSummary {
+        root: out.to_path_buf(),
+        kind: kind.name().to_string(),
+        size,
+        channels,
+        train_good: count,
+        test_good: n_good,
+        test_defective: DefectKind::ALL
+            .iter()
+            .zip(per_kind)
+            .map(|(d, n)| (d.name().to_string(), n))
+            .collect(),
+        masks: n_def,
+    })
+}

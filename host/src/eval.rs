@@ -1,0 +1,151 @@
+//! `vigil eval`: image- and pixel-level metrics of a bundle on a test split, and the report.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use serde::Serialize;
+use vigil_shared::metrics;
+
+use crate::bundle::LoadedModel;
+use crate::data::{Dataset, Sample};
+use crate::report::{self, Tile};
+use crate::train::{batch_tensor, score_samples};
+
+/// The JSON object `vigil eval` prints (field names are fixed by DESIGN.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalResult {
+    pub image_auroc: f64,
+    pub image_auprc: f64,
+    pub image_f1: f64,
+    pub threshold: f32,
+    pub pixel_auroc: Option<f64>,
+    pub pixel_aupro: Option<f64>,
+    pub n_normal: usize,
+    pub n_anomalous: usize,
+    pub detector: String,
+    pub score: String,
+}
+
+/// FPR limit of the AUPRO integral (MVTec AD's and anomalib's default).
+const AUPRO_FPR_LIMIT: f64 = 0.3;
+
+pub fn evaluate(model: &LoadedModel, data: &Dataset, report_dir: Option<&Path>, device: &Device) -> Result<EvalResult> {
+    let m = &model.manifest;
+    let (size, channels) = (m.input.height, m.input.channels);
+    if data.size != size || data.channels != channels {
+        anyhow::bail!(
+            "the data was loaded at {}×{}×{} but the model expects {channels}×{size}×{size}",
+            data.channels,
+            data.size,
+            data.size
+        );
+    }
+    let test = &data.test;
+    let labels: Vec<bool> = test.iter().map(|s| s.anomalous).collect();
+    let has_masks = test.iter().any(|s| s.mask.is_some());
+    let scored = score_samples(model.detector.as_ref(), test, &m.score.name, has_masks, device)?;
+    let scores = &scored.scores;
+
+    let image_auroc = metrics::auroc(scores, &labels).context("image AUROC")?;
+    let image_auprc = metrics::average_precision(scores, &labels).context("image AUPRC")?;
+    let threshold = m.normalisation.threshold;
+    let image_f1 = metrics::f1_at(scores, &labels, threshold).context("image F1")?;
+
+    let (mut pixel_auroc, mut pixel_aupro) = (None, None);
+    if let Some(maps) = &scored.maps {
+        let plane = size * size;
+        let masks: Vec<Vec<bool>> = test
+            .iter()
+            .map(|s| s.mask.clone().unwrap_or_else(|| vec![false; plane]))
+            .collect();
+        let map_refs: Vec<&[f32]> = maps.chunks(plane).collect();
+        let mask_refs: Vec<&[bool]> = masks.iter().map(|v| v.as_slice()).collect();
+        pixel_auroc = Some(metrics::pixel_auroc(&map_refs, &mask_refs).context("pixel AUROC")?);
+        pixel_aupro = Some(
+            metrics::aupro(&map_refs, &mask_refs, size, size, AUPRO_FPR_LIMIT).context("pixel AUPRO")?,
+        );
+    }
+
+    let result = EvalResult {
+        image_auroc,
+        image_auprc,
+        image_f1,
+        threshold,
+        pixel_auroc,
+        pixel_aupro,
+        n_normal: labels.iter().filter(|l| !**l).count(),
+        n_anomalous: labels.iter().filter(|l| **l).count(),
+        detector: m.detector.clone(),
+        score: m.score.name.clone(),
+    };
+    if let Some(dir) = report_dir {
+        write_report(model, test, scores, &labels, &result, dir, device)?;
+    }
+    Ok(result)
+}
+
+fn write_report(
+    model: &LoadedModel,
+    test: &[Sample],
+    scores: &[f32],
+    labels: &[bool],
+    result: &EvalResult,
+    dir: &Path,
+    device: &Device,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    report::roc_curve(&dir.join("roc.png"), &metrics::roc_curve(scores, labels)?, result.image_auroc)?;
+    let positive_rate = result.n_anomalous as f64 / labels.len() as f64;
+    report::pr_curve(&dir.join("pr.png"), &metrics::pr_curve(scores, labels)?, result.image_auprc, positive_rate)?;
+    let pick = |anom: bool| -> Vec<f32> {
+        scores.iter().zip(labels).filter(|(_, l)| **l == anom).map(|(s, _)| *s).collect()
+    };
+    report::score_histogram(&dir.join("histogram.png"), &pick(false), &pick(true), Some(result.threshold))?;
+    overlay_grid(model, test, scores, &dir.join("overlay.png"), device)?;
+    std::fs::write(dir.join("metrics.json"), serde_json::to_string_pretty(result)?)
+        .with_context(|| format!("writing {}", dir.join("metrics.json").display()))?;
+    Ok(())
+}
+
+/// Input | reconstruction | heatmap overlay | ground truth for the most anomalous-looking
+/// defects and a few normals, so a person can see whether the map lights the defect.
+fn overlay_grid(model: &LoadedModel, test: &[Sample], scores: &[f32], path: &Path, device: &Device) -> Result<()> {
+    let m = &model.manifest;
+    let (size, channels) = (m.input.height, m.input.channels);
+    let mut anomalous: Vec<usize> = (0..test.len()).filter(|&i| test[i].anomalous).collect();
+    anomalous.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    // A spread of defects (strongest first, then every k-th) rather than only the easiest.
+    let stride = (anomalous.len() / 6).max(1);
+    let mut chosen: Vec<usize> = anomalous.iter().step_by(stride).take(6).copied().collect();
+    chosen.extend((0..test.len()).filter(|&i| !test[i].anomalous).take(2));
+    let refs: Vec<&Sample> = chosen.iter().map(|&i| &test[i]).collect();
+    let x = batch_tensor(&refs, channels, size, device)?;
+    let inf = model.detector.infer(&x)?;
+    let recon = inf.reconstruction.flatten_from(1)?.to_vec2::<f32>()?;
+    let maps = inf.map.flatten_from(1)?.to_vec2::<f32>()?;
+    let hi = maps.iter().flatten().copied().fold(f32::MIN, f32::max).max(1e-6);
+    let with_masks = refs.iter().any(|s| s.mask.is_some());
+    let rows: Vec<Vec<Tile>> = refs
+        .iter()
+        .zip(recon.iter().zip(&maps))
+        .map(|(s, (r, map))| {
+            let input = Tile::from_chw(&s.image, channels, size, size, (-1.0, 1.0));
+            let mut row = vec![
+                input.clone(),
+                Tile::from_chw(r, channels, size, size, (-1.0, 1.0)),
+                Tile::overlay(&input, map, 0.0, hi, 0.5),
+            ];
+            if with_masks {
+                let empty = vec![false; size * size];
+                row.push(Tile::mask(s.mask.as_deref().unwrap_or(&empty), size, size));
+            }
+            row
+        })
+        .collect();
+    let mut titles = vec!["input", "reconstruction", "anomaly map"];
+    if with_masks {
+        titles.push("ground truth");
+    }
+    report::image_grid(path, &rows, &titles, (160 / size as u32).max(1))
+}

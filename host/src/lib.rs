@@ -1,0 +1,8 @@
+//! The host side of Vigil: datasets, training, evaluation, reports and bundles.
+//! The `vigil` binary (src/main.rs) is a thin CLI over these modules.
+
+pub mod bundle;
+pub mod data;
+pub mod eval;
+pub mod report;
+pub mod train;

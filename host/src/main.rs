@@ -1,0 +1,253 @@
+//! `vigil`: train, evaluate and package GAN anomaly detectors for the Vigil appliance.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
+use vigil_host::data::{self, DataSpec, LoadOptions};
+use vigil_host::{bundle, eval, train};
+use vigil_models::DetectorKind;
+use vigil_shared::synth::SurfaceKind;
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Train, evaluate and package GAN anomaly detectors for visual inspection")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a detector on normal images and write a model bundle (checkpointed every epoch).
+    Train(TrainArgs),
+    /// Score a test split with a bundle and print image/pixel metrics as one JSON object.
+    Eval(EvalArgs),
+    /// Write a procedural dataset of textured parts with defects and exact masks (MVTec AD layout).
+    Synth(SynthArgs),
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Where the data comes from: `fashion-mnist:normal=C[,contamination=P]` (one-class protocol,
+    /// class C normal), `folder:PATH` (MVTec AD layout: train/good, test/<type>,
+    /// ground_truth/<type>/<name>_mask.png) or `synthetic:KIND` (metal, fabric).
+    #[arg(long, value_name = "SPEC")]
+    data: DataSpec,
+    /// Directory of the Fashion-MNIST IDX files (default: /usr/share/datasets/fashion-mnist,
+    /// from the Debian package dataset-fashion-mnist).
+    #[arg(long, env = "VIGIL_DATA", value_name = "DIR")]
+    data_root: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Detector to train: anogan, egbad, ganomaly, alad, fanogan, gaae, wild.
+    #[arg(long, default_value = "ganomaly")]
+    detector: DetectorKind,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Bundle directory to write (created if missing; overwritten unless --resume).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Side of the square model input, a power of two (32, 64, 128, 256).
+    #[arg(long, default_value_t = 64, value_parser = parse_size)]
+    image_size: usize,
+    /// Colour channels of the model input, 1 or 3 (default: 1 for fashion-mnist and synthetic,
+    /// 3 for folder data).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    channels: Option<u8>,
+    /// Passes over the training split.
+    #[arg(long, default_value_t = 15)]
+    epochs: usize,
+    /// Images per optimisation step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Size of the latent code.
+    #[arg(long, default_value_t = 100)]
+    latent: usize,
+    /// Seed for weight initialisation, data splits and batch order (runs are reproducible on CPU).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Compute device: `cpu` or `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Continue the run checkpointed in --out up to --epochs.
+    #[arg(long)]
+    resume: bool,
+    /// Score to calibrate and ship (ganomaly: residual, encoder; default: the first).
+    #[arg(long)]
+    score: Option<String>,
+    /// Gaussian σ in pixels for smoothing the anomaly map (default: image size / 64, at least 1).
+    #[arg(long)]
+    sigma: Option<f32>,
+    /// Quantile of held-out normal scores that becomes the threshold.
+    #[arg(long, default_value_t = 0.99)]
+    threshold_quantile: f64,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Bundle directory written by `vigil train`.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Test data (default: the data spec the model was trained on).
+    #[arg(long, value_name = "SPEC")]
+    data: Option<DataSpec>,
+    /// Directory of the Fashion-MNIST IDX files (see `vigil train --help`).
+    #[arg(long, env = "VIGIL_DATA", value_name = "DIR")]
+    data_root: Option<PathBuf>,
+    /// Also write ROC and PR curves, a score histogram and an overlay grid (PNG) here.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Compute device: `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Output directory (MVTec AD layout).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Surface: metal (brushed metal) or fabric (woven fabric).
+    #[arg(long, default_value = "metal")]
+    kind: SurfaceKind,
+    /// Number of good training images; the test split gets half as many, with defects.
+    #[arg(long, default_value_t = 400)]
+    count: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Colour channels, 1 or 3.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    channels: u8,
+    /// Fraction of test images with a defect.
+    #[arg(long, default_value_t = 0.5)]
+    defect_rate: f32,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if n.is_power_of_two() && (32..=256).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not one of 32, 64, 128, 256"))
+    }
+}
+
+fn parse_device(s: &str) -> Result<Device> {
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let Some(n) = s.strip_prefix("cuda:").or((s == "cuda").then_some("0")) else {
+        bail!("--device {s}: expected cpu or cuda:N");
+    };
+    let n: usize = n.parse().with_context(|| format!("--device {s}: bad GPU index"))?;
+    if !candle_core::utils::cuda_is_available() {
+        bail!("--device {s}: this vigil was built without CUDA (rebuild with `--features cuda`)");
+    }
+    Ok(Device::new_cuda(n)?)
+}
+
+fn default_channels(spec: &DataSpec) -> usize {
+    match spec {
+        DataSpec::Folder(_) => 3,
+        _ => 1,
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => {
+            let device = parse_device(&a.device)?;
+            let channels = a.channels.map(usize::from).unwrap_or_else(|| default_channels(&a.data.data));
+            if channels != 1 && channels != 3 {
+                bail!("--channels {channels}: expected 1 or 3");
+            }
+            let opts = LoadOptions { image_size: a.image_size, channels, data_root: a.data.data_root, seed: a.seed };
+            let dataset = data::load(&a.data.data, &opts)?;
+            eprintln!(
+                "{}: {} train, {} validation, {} test images at {channels}×{}²",
+                dataset.spec,
+                dataset.train.len(),
+                dataset.val.len(),
+                dataset.test.len(),
+                a.image_size
+            );
+            let summary = train::train(
+                &dataset,
+                &train::TrainOptions {
+                    detector: a.detector,
+                    out: a.out.clone(),
+                    epochs: a.epochs,
+                    batch: a.batch,
+                    latent: a.latent,
+                    seed: a.seed,
+                    resume: a.resume,
+                    score: a.score,
+                    sigma: a.sigma.unwrap_or_else(|| bundle::default_sigma(a.image_size)),
+                    threshold_quantile: a.threshold_quantile,
+                    device,
+                    progress: std::io::stderr().is_terminal(),
+                },
+            )?;
+            eprintln!(
+                "wrote {} ({} epochs, {:.0} img/s, threshold {:.5})",
+                a.out.display(),
+                summary.epochs,
+                summary.images_per_s,
+                summary.threshold
+            );
+        }
+        Command::Eval(a) => {
+            let device = parse_device(&a.device)?;
+            let model = bundle::load(&a.model, &device)?;
+            let spec = match a.data {
+                Some(s) => s,
+                None => model.manifest.training.data.parse().with_context(|| {
+                    format!("{}: field training.data", a.model.join("manifest.json").display())
+                })?,
+            };
+            let opts = LoadOptions {
+                image_size: model.manifest.input.height,
+                channels: model.manifest.input.channels,
+                data_root: a.data_root,
+                seed: model.manifest.training.seed,
+            };
+            let dataset = data::load(&spec, &opts)?;
+            let result = eval::evaluate(&model, &dataset, a.report.as_deref(), &device)?;
+            println!("{}", serde_json::to_string(&result)?);
+        }
+        Command::Synth(a) => {
+            let summary = data::write_synthetic_folder(
+                &a.out,
+                a.kind,
+                a.count,
+                a.size,
+                usize::from(a.channels),
+                a.defect_rate,
+                a.seed,
+            )?;
+            eprintln!("wrote {}: {summary:?}", a.out.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    vigil_models::cpu::tune();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, outermost context first: what failed and on which file.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! `vigil train`: the training loop, per-epoch checkpoints, threshold calibration and plots.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use vigil_models::{build, Detector, DetectorKind, ModelConfig};
+use vigil_shared::manifest::{InputSpec, Manifest, Normalisation, Provenance, ScoreSpec, SCHEMA_VERSION};
+use vigil_shared::metrics::quantile;
+use vigil_shared::rng::Rng;
+
+use crate::bundle::{self, TrainState, WIDTH};
+use crate::data::{Dataset, Sample};
+use crate::report::{self, Tile};
+
+pub struct TrainOptions {
+    pub detector: DetectorKind,
+    pub out: PathBuf,
+    pub epochs: usize,
+    pub batch: usize,
+    pub latent: usize,
+    pub seed: u64,
+    pub resume: bool,
+    /// Score to calibrate and ship; `None` = the detector's default.
+    pub score: Option<String>,
+    pub sigma: f32,
+    /// Quantile of held-out normal scores used as the threshold (0.99 by default).
+    pub threshold_quantile: f64,
+    pub device: Device,
+    /// Show an interactive progress bar (stderr is a terminal).
+    pub progress: bool,
+}
+
+pub struct TrainSummary {
+    pub epochs: usize,
+    pub images_per_s: f64,
+    pub threshold: f32,
+}
+
+/// Stack samples `[C, H, W]` into a batch tensor `[N, C, H, W]`.
+pub fn batch_tensor(samples: &[&Sample], channels: usize, size: usize, device: &Device) -> Result<Tensor> {
+    let mut data = Vec::with_capacity(samples.len() * channels * size * size);
+    for s in samples {
+        data.extend_from_slice(&s.image);
+    }
+    Ok(Tensor::from_vec(data, (samples.len(), channels, size, size), device)?)
+}
+
+/// Scores (and optionally anomaly maps, flattened `N·H·W`) for a set of samples.
+pub struct Scored {
+    pub scores: Vec<f32>,
+    pub maps: Option<Vec<f32>>,
+}
+
+pub fn score_samples(
+    detector: &dyn Detector,
+    samples: &[Sample],
+    score: &str,
+    keep_maps: bool,
+    device: &Device,
+) -> Result<Scored> {
+    let cfg = detector.config();
+    let mut scores = Vec::with_capacity(samples.len());
+    let mut maps = keep_maps.then(|| Vec::with_capacity(samples.len() * cfg.size * cfg.size));
+    for chunk in samples.chunks(128) {
+        let refs: Vec<&Sample> = chunk.iter().collect();
+        let x = batch_tensor(&refs, cfg.channels, cfg.size, device)?;
+        let inf = detector.infer(&x)?;
+        scores.extend(inf.score(score)?.to_vec1::<f32>()?);
+        if let Some(m) = maps.as_mut() {
+            m.extend(inf.map.flatten_all()?.to_vec1::<f32>()?);
+        }
+    }
+    Ok(Scored { scores, maps })
+}
+
+/// Threshold = the chosen quantile of held-out normal scores; the normalisation maps the lowest
+/// normal score to 0 and the threshold to 0.5, linearly (so `max` mirrors `min` around it).
+pub fn calibrate(val_scores: &[f32], q: f64) -> Result<Normalisation> {
+    if val_scores.is_empty() {
+        bail!("calibration needs held-out normal images, and the validation split is empty");
+    }
+    let threshold = quantile(val_scores, q)?;
+    let min = val_scores.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = threshold + (threshold - min).max(f32::EPSILON);
+    Ok(Normalisation { threshold, min, max, quantile: q })
+}
+
+pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
+    let kind = opts.detector;
+    if !kind.implemented() {
+        bail!("--detector {kind}: not available in this build yet (available: ganomaly)");
+    }
+    let score = match &opts.score {
+        Some(s) if kind.scores().contains(&s.as_str()) => s.clone(),
+        Some(s) => bail!("--score {s}: {kind} offers {}", kind.scores().join(", ")),
+        None => kind.scores()[0].to_string(),
+    };
+    if data.train.len() < opts.batch {
+        bail!(
+            "the training split has {} images, fewer than one batch of {} (lower --batch)",
+            data.train.len(),
+            opts.batch
+        );
+    }
+    let cfg = ModelConfig {
+        size: data.size,
+        channels: data.channels,
+        latent: opts.latent,
+        width: WIDTH,
+        sigma: opts.sigma,
+        seed: opts.seed,
+    };
+    let mut detector = build(kind, cfg, &opts.device)?;
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    let plots = opts.out.join("plots");
+    std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
+
+    let mut state = if opts.resume {
+        let state = bundle::load_checkpoint(detector.as_mut(), &opts.out)?;
+        eprintln!("resuming {} after epoch {}", opts.out.display(), state.epochs_done);
+        state
+    } else {
+        TrainState { detector: kind.name().into(), epochs_done: 0, optimizer_steps: vec![], losses: vec![] }
+    };
+    if state.epochs_done >= opts.epochs {
+        bail!(
+            "--resume: {} has already trained {} epochs; ask for more with --epochs",
+            opts.out.display(),
+            state.epochs_done
+        );
+    }
+
+    let mut manifest = Manifest {
+        schema_version: SCHEMA_VERSION,
+        detector: kind.name().into(),
+        input: InputSpec { channels: data.channels, height: data.size, width: data.size, range: [-1.0, 1.0] },
+        score: ScoreSpec { name: score.clone(), params: BTreeMap::from([("sigma".to_string(), opts.sigma as f64)]) },
+        normalisation: Normalisation { threshold: 0.0, min: 0.0, max: 0.0, quantile: opts.threshold_quantile },
+        training: Provenance {
+            data: data.spec.clone(),
+            seed: opts.seed,
+            epochs: 0,
+            image_size: data.size,
+            latent: opts.latent,
+            batch: opts.batch,
+            git_commit: bundle::git_commit(),
+            created_at: now_rfc3339(),
+        },
+        files: vec![],
+    };
+
+    let steps_per_epoch = data.train.len() / opts.batch;
+    let preview: Vec<&Sample> = data.val.iter().chain(data.train.iter()).take(8).collect();
+    let mut images = 0usize;
+    let started = Instant::now();
+    for epoch in state.epochs_done..opts.epochs {
+        // Seeded per epoch so a resumed run draws the same batches as an uninterrupted one.
+        let mut order: Vec<usize> = (0..data.train.len()).collect();
+        Rng::new(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)).shuffle(&mut order);
+        let bar = progress_bar(opts.progress, steps_per_epoch, epoch, opts.epochs);
+        let mut epoch_losses: BTreeMap<&'static str, (f64, usize)> = BTreeMap::new();
+        for step in 0..steps_per_epoch {
+            let idx = &order[step * opts.batch..(step + 1) * opts.batch];
+            let refs: Vec<&Sample> = idx.iter().map(|&i| &data.train[i]).collect();
+            let x = batch_tensor(&refs, data.channels, data.size, &opts.device)?;
+            let losses = detector.train_step(&x)?;
+            for (name, v) in &losses {
+                if !v.is_finite() {
+                    bail!("training diverged at epoch {} step {step}: loss {name} is {v}", epoch + 1);
+                }
+                let e = epoch_losses.entry(name).or_default();
+                e.0 += *v as f64;
+                e.1 += 1;
+                match state.losses.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, series)) => series.push(*v),
+                    None => state.losses.push((name.to_string(), vec![*v])),
+                }
+            }
+            images += opts.batch;
+            bar.set_message(format_losses(&losses));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+
+        // End of epoch: calibrate on held-out normals, write a usable bundle and the checkpoint.
+        let val = score_samples(detector.as_ref(), &data.val, &score, false, &opts.device)?;
+        manifest.normalisation = calibrate(&val.scores, opts.threshold_quantile)?;
+        manifest.training.epochs = epoch + 1;
+        bundle::save_weights(detector.as_ref(), &opts.out, &mut manifest)?;
+        state.epochs_done = epoch + 1;
+        bundle::save_checkpoint(detector.as_ref(), &opts.out, &state)?;
+        write_epoch_plots(detector.as_ref(), &preview, &state, &plots, epoch + 1, &opts.device)?;
+
+        let mean: Vec<String> =
+            epoch_losses.iter().map(|(n, (s, c))| format!("{n} {:.4}", s / *c as f64)).collect();
+        eprintln!(
+            "epoch {}/{}  {}  threshold {:.5}  ({:.0} img/s)",
+            epoch + 1,
+            opts.epochs,
+            mean.join("  "),
+            manifest.normalisation.threshold,
+            images as f64 / started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(TrainSummary {
+        epochs: opts.epochs,
+        images_per_s: images as f64 / started.elapsed().as_secs_f64(),
+        threshold: manifest.normalisation.threshold,
+    })
+}
+
+fn progress_bar(visible: bool, steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta}  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
+    bar
+}
+
+fn format_losses(losses: &[(&'static str, f32)]) -> String {
+    losses.iter().map(|(n, v)| format!("{n} {v:.4}")).collect::<Vec<_>>().join(" ")
+}
+
+fn write_epoch_plots(
+    detector: &dyn Detector,
+    preview: &[&Sample],
+    state: &TrainState,
+    dir: &Path,
+    epoch: usize,
+    device: &Device,
+) -> Result<()> {
+    let series: Vec<(&str, &[f32])> = state.losses.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+    report::loss_curves(&dir.join("loss.png"), &format!("{} training losses", detector.kind()), "step", &series)?;
+
+    let cfg = detector.config();
+    let x = batch_tensor(preview, cfg.channels, cfg.size, device)?;
+    let inf = detector.infer(&x)?;
+    let recon = inf.reconstruction.flatten_from(1)?.to_vec2::<f32>()?;
+    let maps = inf.map.flatten_from(1)?.to_vec2::<f32>()?;
+    let hi = maps.iter().flatten().copied().fold(f32::MIN, f32::max).max(1e-6);
+    let rows: Vec<Vec<Tile>> = preview
+        .iter()
+        .zip(recon.iter().zip(&maps))
+        .map(|(s, (r, m))| {
+            let input = Tile::from_chw(&s.image, cfg.channels, cfg.size, cfg.size, (-1.0, 1.0));
+            let rec = Tile::from_chw(r, cfg.channels, cfg.size, cfg.size, (-1.0, 1.0));
+            let heat = Tile::heatmap(m, cfg.size, cfg.size, 0.0, hi);
+            vec![input, rec, heat]
+        })
+        .collect();
+    let scale = (128 / cfg.size as u32).max(1);
+    report::image_grid(
+        &dir.join(format!("reconstruction-epoch-{epoch:03}.png")),
+        &rows,
+        &["input", "reconstruction", "anomaly map"],
+        scale,
+    )
+}
+
+/// UTC now as RFC 3339 with seconds, without a date-time dependency.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_maps_threshold_to_half() {
+        let scores: Vec<f32> = (0..=100).map(|i| i as f32 / 100.0).collect();
+        let n = calibrate(&scores, 0.99).unwrap();
+        assert!((n.threshold - 0.99).abs() < 1e-5);
+        assert_eq!(n.min, 0.0);
+        assert!((n.normalise(n.threshold) - 0.5).abs() < 1e-5);
+        assert!(calibrate(&[], 0.99).is_err());
+    }
+
+    #[test]
+    fn rfc3339_has_the_right_shape() {
+        let s = now_rfc3339();
+        assert_eq!(s.len(), 20);
+        assert!(s.starts_with("20") && s.ends_with('Z'), "{s}");
+    }
+}

@@ -1,0 +1,129 @@
+//! What every detector offers the training, evaluation and export code.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+
+use crate::{ganomaly::Ganomaly, ModelError};
+
+/// The detector family (DESIGN.md). Names are what `--detector` and the bundle manifest use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetectorKind {
+    AnoGan,
+    Egbad,
+    Ganomaly,
+    Alad,
+    FAnoGan,
+    Gaae,
+    Wild,
+}
+
+impl DetectorKind {
+    pub const ALL: [DetectorKind; 7] = [
+        Self::AnoGan,
+        Self::Egbad,
+        Self::Ganomaly,
+        Self::Alad,
+        Self::FAnoGan,
+        Self::Gaae,
+        Self::Wild,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AnoGan => "anogan",
+            Self::Egbad => "egbad",
+            Self::Ganomaly => "ganomaly",
+            Self::Alad => "alad",
+            Self::FAnoGan => "fanogan",
+            Self::Gaae => "gaae",
+            Self::Wild => "wild",
+        }
+    }
+
+    /// Scores the detector can produce; the first is its default.
+    pub fn scores(self) -> &'static [&'static str] {
+        match self {
+            Self::Ganomaly => Ganomaly::SCORES,
+            _ => &[],
+        }
+    }
+
+    pub fn implemented(self) -> bool {
+        matches!(self, Self::Ganomaly)
+    }
+}
+
+impl fmt::Display for DetectorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DetectorKind {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| ModelError::UnknownDetector(s.to_string()))
+    }
+}
+
+/// Shape and hyper-parameters shared by every detector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub size: usize,
+    pub channels: usize,
+    pub latent: usize,
+    /// Base channel width of the DCGAN pyramids (64 in the papers).
+    pub width: usize,
+    /// Gaussian σ (pixels) for smoothing the anomaly map.
+    pub sigma: f32,
+    pub seed: u64,
+}
+
+/// Everything one scoring pass gives: the reconstruction, one `[N]` tensor per score the detector
+/// offers (in `DetectorKind::scores` order), and the smoothed anomaly map `[N, 1, H, W]`.
+pub struct Inference {
+    pub reconstruction: Tensor,
+    pub scores: Vec<(&'static str, Tensor)>,
+    pub map: Tensor,
+}
+
+impl Inference {
+    pub fn score(&self, name: &str) -> Result<&Tensor, ModelError> {
+        self.scores
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| ModelError::UnknownScore(name.to_string()))
+    }
+}
+
+/// Optimiser state for checkpoints: tensors plus one step counter per optimiser.
+pub type OptimizerState = (HashMap<String, Tensor>, Vec<u64>);
+
+pub trait Detector {
+    fn kind(&self) -> DetectorKind;
+    fn config(&self) -> &ModelConfig;
+    /// All weights (and batch-norm statistics): what `weights.safetensors` holds.
+    fn varmap(&self) -> &VarMap;
+    /// One optimisation step on a batch `[N, C, H, W]` in [-1, 1]; returns named losses.
+    fn train_step(&mut self, x: &Tensor) -> Result<Vec<(&'static str, f32)>, ModelError>;
+    /// Scoring in evaluation mode (batch-norm running statistics, no gradients kept).
+    fn infer(&self, x: &Tensor) -> Result<Inference, ModelError>;
+    fn optimizer_state(&self) -> Result<OptimizerState, ModelError>;
+    fn load_optimizer_state(&mut self, state: &OptimizerState) -> Result<(), ModelError>;
+}
+
+/// A freshly initialised detector of the given kind.
+pub fn build(kind: DetectorKind, cfg: ModelConfig, device: &Device) -> Result<Box<dyn Detector>, ModelError> {
+    match kind {
+        DetectorKind::Ganomaly => Ok(Box::new(Ganomaly::new(cfg, Default::default(), device)?)),
+        other => Err(ModelError::NotImplemented(other.name())),
+    }
+}

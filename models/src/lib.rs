@@ -1,0 +1,30 @@
+//! The GAN anomaly detectors in Candle, their scores and anomaly maps.
+//!
+//! Every detector implements [`Detector`]: a training step, and a scoring pass that gives one
+//! or more image scores and a smoothed per-pixel anomaly map. Weights live in a candle
+//! `VarMap` named with `VarBuilder::pp`, saved as the bundle's `weights.safetensors`.
+
+pub mod conv;
+pub mod cpu;
+pub mod detector;
+pub mod fused;
+pub mod ganomaly;
+pub mod layers;
+pub mod optim;
+pub mod smoothing;
+
+pub use detector::{build, Detector, DetectorKind, Inference, ModelConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("unknown detector '{0}' (expected one of: anogan, egbad, ganomaly, alad, fanogan, gaae, wild)")]
+    UnknownDetector(String),
+    #[error("detector '{0}' is not available in this build yet")]
+    NotImplemented(&'static str),
+    #[error("unknown score '{0}' for this detector")]
+    UnknownScore(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+}

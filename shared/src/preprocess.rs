@@ -1,0 +1,655 @@
+//! Turning camera / dataset pixels into model input.
+//!
+//! The host (training, eval) and the appliance (per-frame scoring) both go through these
+//! functions, so a model sees the same pixels in the field as in training. Everything here
+//! writes into caller-provided buffers and does not allocate, except [`Preprocessor::new`].
+//!
+//! Images are `u8`, interleaved HWC (`[y][x][c]`), rows top to bottom. Model input is planar
+//! CHW `f32` in the manifest's `input.range`.
+
+use crate::manifest::InputSpec;
+
+/// Most channels an interleaved image may have here (gray, RGB, RGBA).
+pub const MAX_CHANNELS: usize = 4;
+
+/// ITU-R BT.601 luma weights, the ones PIL's `convert("L")` and OpenCV use.
+pub const LUMA_WEIGHTS: [f32; 3] = [0.299, 0.587, 0.114];
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("{what}: expected {expected} values, found {found}")]
+    Length {
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    #[error(
+        "image is {found_h}x{found_w} (height x width) but the model expects \
+         {expected_h}x{expected_w}"
+    )]
+    Shape {
+        expected_h: usize,
+        expected_w: usize,
+        found_h: usize,
+        found_w: usize,
+    },
+    #[error("{what}: {found} channels is not supported (expected {expected})")]
+    Channels {
+        what: &'static str,
+        found: usize,
+        expected: &'static str,
+    },
+    #[error("input range [{lo}, {hi}] must be finite with low < high")]
+    Range { lo: f32, hi: f32 },
+    #[error("cannot resize an empty {src_h}x{src_w} image to {dst_h}x{dst_w}")]
+    EmptySource {
+        src_h: usize,
+        src_w: usize,
+        dst_h: usize,
+        dst_w: usize,
+    },
+}
+
+fn check_len(what: &'static str, found: usize, dims: &[usize]) -> Result<(), PreprocessError> {
+    // Saturating: absurd dimensions must give an error, not an overflow panic.
+    let expected = dims.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+    if found == expected {
+        Ok(())
+    } else {
+        Err(PreprocessError::Length {
+            what,
+            expected,
+            found,
+        })
+    }
+}
+
+fn check_resize(
+    src: usize,
+    channels: usize,
+    src_h: usize,
+    src_w: usize,
+    dst: usize,
+    dst_h: usize,
+    dst_w: usize,
+) -> Result<(), PreprocessError> {
+    if channels == 0 || channels > MAX_CHANNELS {
+        return Err(PreprocessError::Channels {
+            what: "resize",
+            found: channels,
+            expected: "1 to 4",
+        });
+    }
+    check_len("resize source", src, &[src_h, src_w, channels])?;
+    check_len("resize destination", dst, &[dst_h, dst_w, channels])?;
+    if (src_h == 0 || src_w == 0) && dst > 0 {
+        return Err(PreprocessError::EmptySource {
+            src_h,
+            src_w,
+            dst_h,
+            dst_w,
+        });
+    }
+    Ok(())
+}
+
+/// How one output index samples one axis of the source.
+#[derive(Clone, Copy)]
+enum Taps {
+    /// Two neighbours, weights `1 - f` and `f` (`i0 == i1` at the borders).
+    Linear { i0: usize, i1: usize, f: f32 },
+    /// All source cells overlapping `[start, end)`, weighted by overlap / scale.
+    Area {
+        start: f64,
+        end: f64,
+        lo: usize,
+        hi: usize,
+        inv_scale: f64,
+    },
+}
+
+impl Taps {
+    /// Output index `o` of an axis resized from `n_src` to `n_dst` (both > 0).
+    ///
+    /// Shrinking uses area averaging, enlarging (or 1:1) bilinear. Bilinear reads only the two
+    /// nearest source samples, so from a factor of 2 on it skips pixels and aliases (thin
+    /// scratches vanish or flicker between frames); area averaging lets every source pixel
+    /// contribute. Below 2x area is still the better low-pass, and both are the identity at
+    /// exactly 1x, so switching at "any shrink" (like OpenCV's INTER_AREA advice) keeps the
+    /// result continuous in the scale. The choice is per axis.
+    fn new(n_src: usize, n_dst: usize, o: usize) -> Taps {
+        let scale = n_src as f64 / n_dst as f64;
+        if n_src > n_dst {
+            let start = o as f64 * scale;
+            let end = ((o + 1) as f64 * scale).min(n_src as f64);
+            Taps::Area {
+                start,
+                end,
+                lo: start.floor() as usize,
+                hi: (end.ceil() as usize).min(n_src),
+                inv_scale: 1.0 / scale,
+            }
+        } else {
+            // Half-pixel centres (align_corners = false), like OpenCV / PyTorch.
+            let pos = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+            let i0 = (pos.floor() as usize).min(n_src - 1);
+            let i1 = (i0 + 1).min(n_src - 1);
+            Taps::Linear {
+                i0,
+                i1,
+                f: (pos - i0 as f64) as f32,
+            }
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<usize> {
+        match *self {
+            Taps::Linear { i0, i1, .. } => i0..i1 + 1,
+            Taps::Area { lo, hi, .. } => lo..hi,
+        }
+    }
+
+    fn weight(&self, i: usize) -> f32 {
+        match *self {
+            Taps::Linear { i0, i1, f } => {
+                if i0 == i1 {
+                    1.0
+                } else if i == i0 {
+                    1.0 - f
+                } else {
+                    f
+                }
+            }
+            Taps::Area {
+                start,
+                end,
+                inv_scale,
+                ..
+            } => {
+                (((i + 1) as f64).min(end) - (i as f64).max(start)).max(0.0) as f32
+                    * inv_scale as f32
+            }
+        }
+    }
+}
+
+/// Resizes an interleaved HWC `u8` image, area averaging along an axis that shrinks and
+/// bilinear along an axis that grows (see the reasoning on the method choice in the source).
+/// Values are rounded to nearest.
+///
+/// # Panics
+/// When the buffer lengths do not match the dimensions or `channels` is not 1..=4: those are
+/// the caller's buffers, not data. Use [`try_resize_bilinear_u8`] to get an error instead.
+pub fn resize_bilinear_u8(
+    src: &[u8],
+    channels: usize,
+    src_h: usize,
+    src_w: usize,
+    dst: &mut [u8],
+    dst_h: usize,
+    dst_w: usize,
+) {
+    if let Err(e) = try_resize_bilinear_u8(src, channels, src_h, src_w, dst, dst_h, dst_w) {
+        panic!("resize_bilinear_u8: {e}");
+    }
+}
+
+/// [`resize_bilinear_u8`] that reports bad buffer sizes as an error.
+pub fn try_resize_bilinear_u8(
+    src: &[u8],
+    channels: usize,
+    src_h: usize,
+    src_w: usize,
+    dst: &mut [u8],
+    dst_h: usize,
+    dst_w: usize,
+) -> Result<(), PreprocessError> {
+    check_resize(src.len(), channels, src_h, src_w, dst.len(), dst_h, dst_w)?;
+    if dst.is_empty() {
+        return Ok(());
+    }
+    if src_h == dst_h && src_w == dst_w {
+        dst.copy_from_slice(src);
+        return Ok(());
+    }
+    for oy in 0..dst_h {
+        let ty = Taps::new(src_h, dst_h, oy);
+        for ox in 0..dst_w {
+            let tx = Taps::new(src_w, dst_w, ox);
+            let mut acc = [0f32; MAX_CHANNELS];
+            for iy in ty.range() {
+                let wy = ty.weight(iy);
+                let row = iy * src_w;
+                for ix in tx.range() {
+                    let w = wy * tx.weight(ix);
+                    let px = &src[(row + ix) * channels..][..channels];
+                    for (a, &v) in acc.iter_mut().zip(px) {
+                        *a += w * f32::from(v);
+                    }
+                }
+            }
+            let out = &mut dst[(oy * dst_w + ox) * channels..][..channels];
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = a.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Nearest-neighbour resize of an interleaved HWC image of any `Copy` element (masks: `u8`
+/// or `bool`); never invents values. Output index `o` reads source `floor((o + 0.5) * scale)`,
+/// i.e. the source pixel under the output pixel's centre (PyTorch's "nearest-exact").
+pub fn try_resize_nearest<T: Copy>(
+    src: &[T],
+    channels: usize,
+    src_h: usize,
+    src_w: usize,
+    dst: &mut [T],
+    dst_h: usize,
+    dst_w: usize,
+) -> Result<(), PreprocessError> {
+    check_resize(src.len(), channels, src_h, src_w, dst.len(), dst_h, dst_w)?;
+    let pick = |o: usize, n_src: usize, n_dst: usize| {
+        (((o as f64 + 0.5) * n_src as f64 / n_dst as f64) as usize).min(n_src - 1)
+    };
+    for oy in 0..dst_h {
+        let iy = pick(oy, src_h, dst_h);
+        for ox in 0..dst_w {
+            let ix = pick(ox, src_w, dst_w);
+            let s = (iy * src_w + ix) * channels;
+            let d = (oy * dst_w + ox) * channels;
+            dst[d..d + channels].copy_from_slice(&src[s..s + channels]);
+        }
+    }
+    Ok(())
+}
+
+/// Nearest-neighbour resize for `u8` masks (see [`try_resize_nearest`]).
+///
+/// # Panics
+/// Like [`resize_bilinear_u8`], on buffers that do not match the dimensions.
+pub fn resize_nearest_u8(
+    src: &[u8],
+    channels: usize,
+    src_h: usize,
+    src_w: usize,
+    dst: &mut [u8],
+    dst_h: usize,
+    dst_w: usize,
+) {
+    if let Err(e) = try_resize_nearest(src, channels, src_h, src_w, dst, dst_h, dst_w) {
+        panic!("resize_nearest_u8: {e}");
+    }
+}
+
+/// BT.601 luma of one RGB pixel, unrounded, in 0..=255.
+#[inline]
+pub fn luma(r: u8, g: u8, b: u8) -> f32 {
+    let [wr, wg, wb] = LUMA_WEIGHTS;
+    // The weights sum to 1 only up to f32 rounding: keep white at exactly 255.
+    (wr * f32::from(r) + wg * f32::from(g) + wb * f32::from(b)).min(255.0)
+}
+
+/// Interleaved RGB → gray (BT.601 luma, rounded to nearest).
+pub fn gray_from_rgb(rgb: &[u8], gray: &mut [u8]) -> Result<(), PreprocessError> {
+    check_len(
+        "gray_from_rgb source (3 x gray length)",
+        rgb.len(),
+        &[gray.len(), 3],
+    )?;
+    for (g, p) in gray.iter_mut().zip(rgb.chunks_exact(3)) {
+        *g = luma(p[0], p[1], p[2]).round() as u8;
+    }
+    Ok(())
+}
+
+/// Gray → interleaved RGB by replicating the value.
+pub fn rgb_from_gray(gray: &[u8], rgb: &mut [u8]) -> Result<(), PreprocessError> {
+    check_len(
+        "rgb_from_gray destination (3 x gray length)",
+        rgb.len(),
+        &[gray.len(), 3],
+    )?;
+    for (p, &g) in rgb.chunks_exact_mut(3).zip(gray) {
+        p.fill(g);
+    }
+    Ok(())
+}
+
+fn check_spec(spec: &InputSpec) -> Result<(f32, f32), PreprocessError> {
+    if spec.channels != 1 && spec.channels != 3 {
+        return Err(PreprocessError::Channels {
+            what: "model input",
+            found: spec.channels,
+            expected: "1 or 3",
+        });
+    }
+    let [lo, hi] = spec.range;
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(PreprocessError::Range { lo, hi });
+    }
+    Ok((lo, hi))
+}
+
+/// Converts an HWC `u8` image already at `spec.height x spec.width` into planar CHW `f32`
+/// model input in `spec.range` (0 → low, 255 → high, exactly).
+///
+/// Channel conversion: 1 → 3 replicates the gray value; 3 → 1 takes BT.601 luma (unrounded,
+/// so no precision is lost before scaling). `out` must hold `spec.channels * h * w` values.
+pub fn to_model_input(
+    src: &[u8],
+    src_channels: usize,
+    h: usize,
+    w: usize,
+    spec: &InputSpec,
+    out: &mut [f32],
+) -> Result<(), PreprocessError> {
+    let (lo, hi) = check_spec(spec)?;
+    if src_channels != 1 && src_channels != 3 {
+        return Err(PreprocessError::Channels {
+            what: "source image",
+            found: src_channels,
+            expected: "1 or 3",
+        });
+    }
+    if h != spec.height || w != spec.width {
+        return Err(PreprocessError::Shape {
+            expected_h: spec.height,
+            expected_w: spec.width,
+            found_h: h,
+            found_w: w,
+        });
+    }
+    check_len(
+        "source image (h x w x channels)",
+        src.len(),
+        &[h, w, src_channels],
+    )?;
+    check_len(
+        "model input buffer (c x h x w)",
+        out.len(),
+        &[spec.channels, h, w],
+    )?;
+
+    let span = hi - lo;
+    // v / 255 (not v * (1/255)) so that 255 maps to exactly `hi`.
+    let scale = |v: f32| (v / 255.0 * span + lo).clamp(lo, hi);
+    let plane = h * w;
+    match (src_channels, spec.channels) {
+        (1, 1) | (1, 3) => {
+            for c in 0..spec.channels {
+                for (o, &v) in out[c * plane..][..plane].iter_mut().zip(src) {
+                    *o = scale(f32::from(v));
+                }
+            }
+        }
+        (3, 3) => {
+            for (i, p) in src.chunks_exact(3).enumerate() {
+                for (c, &v) in p.iter().enumerate() {
+                    out[c * plane + i] = scale(f32::from(v));
+                }
+            }
+        }
+        _ => {
+            // (3, 1); the other combinations were rejected above.
+            for (o, p) in out.iter_mut().zip(src.chunks_exact(3)) {
+                *o = scale(luma(p[0], p[1], p[2]));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resize + channel conversion + scaling for one camera format, with the resize buffer
+/// allocated once: [`Preprocessor::run`] is the appliance's allocation-free per-frame path.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    spec: InputSpec,
+    src_channels: usize,
+    src_h: usize,
+    src_w: usize,
+    resized: Vec<u8>,
+}
+
+impl Preprocessor {
+    pub fn new(
+        spec: &InputSpec,
+        src_channels: usize,
+        src_h: usize,
+        src_w: usize,
+    ) -> Result<Self, PreprocessError> {
+        check_spec(spec)?;
+        if src_channels != 1 && src_channels != 3 {
+            return Err(PreprocessError::Channels {
+                what: "source image",
+                found: src_channels,
+                expected: "1 or 3",
+            });
+        }
+        if src_h == 0 || src_w == 0 {
+            return Err(PreprocessError::EmptySource {
+                src_h,
+                src_w,
+                dst_h: spec.height,
+                dst_w: spec.width,
+            });
+        }
+        let resized = vec![0; spec.height * spec.width * src_channels];
+        Ok(Self {
+            spec: spec.clone(),
+            src_channels,
+            src_h,
+            src_w,
+            resized,
+        })
+    }
+
+    /// Length of the `out` buffer [`Preprocessor::run`] expects.
+    pub fn output_len(&self) -> usize {
+        self.spec.channels * self.spec.height * self.spec.width
+    }
+
+    /// `frame` is HWC `u8` at the size given to `new`; `out` receives the model input.
+    pub fn run(&mut self, frame: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
+        let (h, w) = (self.spec.height, self.spec.width);
+        if (self.src_h, self.src_w) == (h, w) {
+            return to_model_input(frame, self.src_channels, h, w, &self.spec, out);
+        }
+        try_resize_bilinear_u8(
+            frame,
+            self.src_channels,
+            self.src_h,
+            self.src_w,
+            &mut self.resized,
+            h,
+            w,
+        )?;
+        to_model_input(&self.resized, self.src_channels, h, w, &self.spec, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(channels: usize, h: usize, w: usize) -> InputSpec {
+        InputSpec {
+            channels,
+            height: h,
+            width: w,
+            range: [-1.0, 1.0],
+        }
+    }
+
+    #[test]
+    fn two_by_two_to_one_is_the_mean() {
+        let mut out = [0u8];
+        resize_bilinear_u8(&[10, 20, 30, 40], 1, 2, 2, &mut out, 1, 1);
+        assert_eq!(out, [25]);
+        // (0 + 255 + 0 + 255) / 4 = 127.5 rounds to 128.
+        resize_bilinear_u8(&[0, 255, 0, 255], 1, 2, 2, &mut out, 1, 1);
+        assert_eq!(out, [128]);
+    }
+
+    #[test]
+    fn four_to_two_averages_blocks_per_channel() {
+        // 4x4 RGB, block (by, bx) has value 10 * (2 * by + bx) + c in channel c.
+        let mut src = vec![0u8; 4 * 4 * 3];
+        for y in 0..4 {
+            for x in 0..4 {
+                for c in 0..3 {
+                    src[(y * 4 + x) * 3 + c] = (10 * (2 * (y / 2) + x / 2) + c) as u8;
+                }
+            }
+        }
+        let mut dst = [0u8; 2 * 2 * 3];
+        resize_bilinear_u8(&src, 3, 4, 4, &mut dst, 2, 2);
+        assert_eq!(dst, [0, 1, 2, 10, 11, 12, 20, 21, 22, 30, 31, 32]);
+    }
+
+    #[test]
+    fn fractional_area_weights() {
+        // 3 -> 2: scale 1.5. Output 0 covers [0, 1.5): (1 * 0 + 0.5 * 30) / 1.5 = 10.
+        // Output 1 covers [1.5, 3): (0.5 * 30 + 1 * 60) / 1.5 = 50.
+        let mut dst = [0u8; 2];
+        resize_bilinear_u8(&[0, 30, 60], 1, 1, 3, &mut dst, 1, 2);
+        assert_eq!(dst, [10, 50]);
+    }
+
+    #[test]
+    fn bilinear_upscale_half_pixel_centres() {
+        // 2 -> 4: scale 0.5, source positions (o + 0.5) * 0.5 - 0.5 = -0.25 (clamped to 0),
+        // 0.25, 0.75, 1.25 (past the last sample, so the last sample).
+        let mut dst = [0u8; 4];
+        resize_bilinear_u8(&[0, 100], 1, 1, 2, &mut dst, 1, 4);
+        assert_eq!(dst, [0, 25, 75, 100]);
+    }
+
+    #[test]
+    fn identity_resize() {
+        let src: Vec<u8> = (0..5 * 7 * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let mut dst = vec![0u8; src.len()];
+        resize_bilinear_u8(&src, 3, 5, 7, &mut dst, 5, 7);
+        assert_eq!(dst, src);
+        resize_nearest_u8(&src, 3, 5, 7, &mut dst, 5, 7);
+        assert_eq!(dst, src);
+    }
+
+    #[test]
+    fn mixed_axes_shrink_and_grow() {
+        // 2 rows x 1 col -> 1 row x 2 cols: rows average, the column is replicated.
+        let mut dst = [0u8; 2];
+        resize_bilinear_u8(&[100, 200], 1, 2, 1, &mut dst, 1, 2);
+        assert_eq!(dst, [150, 150]);
+    }
+
+    #[test]
+    fn nearest_picks_pixel_under_centre() {
+        let mut dst = [0u8; 2];
+        resize_nearest_u8(&[1, 2, 3, 4], 1, 1, 4, &mut dst, 1, 2);
+        assert_eq!(dst, [2, 4]);
+        let mut up = [0u8; 4];
+        resize_nearest_u8(&[7, 9], 1, 1, 2, &mut up, 1, 4);
+        assert_eq!(up, [7, 7, 9, 9]);
+        let mut b = [false; 4];
+        try_resize_nearest(&[true, false], 1, 1, 2, &mut b, 1, 4).unwrap();
+        assert_eq!(b, [true, true, false, false]);
+    }
+
+    #[test]
+    fn resize_bad_buffers_are_errors() {
+        let mut dst = [0u8; 3];
+        let e = try_resize_bilinear_u8(&[0; 4], 1, 2, 2, &mut dst, 2, 2).unwrap_err();
+        assert_eq!(
+            e,
+            PreprocessError::Length {
+                what: "resize destination",
+                expected: 4,
+                found: 3
+            }
+        );
+        assert!(try_resize_bilinear_u8(&[], 1, 0, 0, &mut dst, 1, 3).is_err());
+        assert!(try_resize_bilinear_u8(&[0; 5], 5, 1, 1, &mut [0; 5], 1, 1).is_err());
+        assert!(
+            try_resize_bilinear_u8(&[0; 4], 1, usize::MAX, 2, &mut [0; 1], 1, 1).is_err(),
+            "overflowing dimensions must not panic"
+        );
+    }
+
+    #[test]
+    fn range_endpoints_and_planar_layout() {
+        // 1x2 RGB: pixel 0 = (0, 255, 0), pixel 1 = (255, 0, 255).
+        let src = [0, 255, 0, 255, 0, 255];
+        let mut out = [0f32; 6];
+        to_model_input(&src, 3, 1, 2, &spec(3, 1, 2), &mut out).unwrap();
+        assert_eq!(out, [-1.0, 1.0, 1.0, -1.0, -1.0, 1.0]);
+
+        let mut s = spec(1, 1, 3);
+        s.range = [0.0, 1.0];
+        let mut out = [0f32; 3];
+        to_model_input(&[0, 51, 255], 1, 1, 3, &s, &mut out).unwrap();
+        assert_eq!(out, [0.0, 0.2, 1.0]);
+    }
+
+    #[test]
+    fn channel_conversion() {
+        // Gray -> 3 planes, each a copy.
+        let mut out = [0f32; 6];
+        to_model_input(&[0, 255], 1, 1, 2, &spec(3, 1, 2), &mut out).unwrap();
+        assert_eq!(out, [-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]);
+        // RGB -> luma: pure red is 0.299 * 255 = 76.245, i.e. 0.299 * 2 - 1 = -0.402.
+        let mut out = [0f32; 2];
+        to_model_input(
+            &[255, 0, 0, 255, 255, 255],
+            3,
+            1,
+            2,
+            &spec(1, 1, 2),
+            &mut out,
+        )
+        .unwrap();
+        assert!((out[0] - (-0.402)).abs() < 1e-6, "{}", out[0]);
+        assert_eq!(out[1], 1.0);
+
+        let mut g = [0u8; 2];
+        gray_from_rgb(&[255, 0, 0, 0, 0, 255], &mut g).unwrap();
+        assert_eq!(g, [76, 29]); // 76.245, 29.07
+        let mut rgb = [0u8; 6];
+        rgb_from_gray(&[5, 6], &mut rgb).unwrap();
+        assert_eq!(rgb, [5, 5, 5, 6, 6, 6]);
+    }
+
+    #[test]
+    fn model_input_errors_name_expected_and_found() {
+        let mut out = [0f32; 4];
+        let e = to_model_input(&[0; 6], 1, 2, 3, &spec(1, 2, 2), &mut out).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("2x3") && msg.contains("2x2"), "{msg}");
+        let e = to_model_input(&[0; 3], 1, 2, 2, &spec(1, 2, 2), &mut out).unwrap_err();
+        assert_eq!(
+            e,
+            PreprocessError::Length {
+                what: "source image (h x w x channels)",
+                expected: 4,
+                found: 3
+            }
+        );
+        let e = to_model_input(&[0; 4], 1, 2, 2, &spec(3, 2, 2), &mut out).unwrap_err();
+        assert!(e.to_string().contains("expected 12 values, found 4"), "{e}");
+        let e = to_model_input(&[0; 8], 2, 2, 2, &spec(1, 2, 2), &mut out).unwrap_err();
+        assert!(matches!(e, PreprocessError::Channels { found: 2, .. }));
+    }
+
+    #[test]
+    fn preprocessor_resizes_then_scales() {
+        let s = spec(1, 1, 1);
+        let mut p = Preprocessor::new(&s, 3, 2, 2).unwrap();
+        assert_eq!(p.output_len(), 1);
+        // Four white RGB pixels -> one white gray value -> 1.0.
+        let mut out = [0f32; 1];
+        p.run(&[255; 12], &mut out).unwrap();
+        assert_eq!(out, [1.0]);
+        assert!(p.run(&[255; 11], &mut out).is_err());
+    }
+}
