@@ -43,7 +43,11 @@ pub fn save_weights(detector: &dyn Detector, dir: &Path, manifest: &mut Manifest
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
     let sha256 = sha256_file(&path).with_context(|| format!("reading {}", path.display()))?;
-    manifest.upsert_file(FileEntry { name: WEIGHTS_FILE.into(), sha256, precision: "f32".into() });
+    manifest.upsert_file(FileEntry {
+        name: WEIGHTS_FILE.into(),
+        sha256,
+        precision: "f32".into(),
+    });
     manifest.save(dir)?;
     Ok(())
 }
@@ -52,9 +56,13 @@ pub fn save_checkpoint(detector: &dyn Detector, dir: &Path, state: &TrainState) 
     let ck = dir.join(CHECKPOINT_DIR);
     std::fs::create_dir_all(&ck).with_context(|| format!("creating {}", ck.display()))?;
     let (tensors, steps) = detector.optimizer_state()?;
-    let state = TrainState { optimizer_steps: steps, ..state.clone() };
+    let state = TrainState {
+        optimizer_steps: steps,
+        ..state.clone()
+    };
     let opt = ck.join(OPTIMIZER_FILE);
-    candle_core::safetensors::save(&tensors, &opt).with_context(|| format!("writing {}", opt.display()))?;
+    candle_core::safetensors::save(&tensors, &opt)
+        .with_context(|| format!("writing {}", opt.display()))?;
     let json = serde_json::to_string(&state)?;
     let path = ck.join(STATE_FILE);
     std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
@@ -101,29 +109,55 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
         .parse()
         .with_context(|| format!("{}: field detector", dir.join("manifest.json").display()))?;
     let weights = manifest.verify_file(dir, WEIGHTS_FILE)?;
-    let mut detector = build(kind, model_config(&manifest), device)
-        .with_context(|| format!("{}: building the {kind} network", dir.join("manifest.json").display()))?;
+    let mut detector = build(kind, model_config(&manifest), device).with_context(|| {
+        format!(
+            "{}: building the {kind} network",
+            dir.join("manifest.json").display()
+        )
+    })?;
     load_weights(detector.as_mut(), &weights)?;
-    Ok(LoadedModel { manifest, detector, dir: dir.to_path_buf() })
+    Ok(LoadedModel {
+        manifest,
+        detector,
+        dir: dir.to_path_buf(),
+    })
 }
 
 /// Load weights by name, checking every tensor's presence and shape, so a bundle from another
 /// architecture or a damaged file is reported instead of half-loaded.
 pub fn load_weights(detector: &mut dyn Detector, path: &Path) -> Result<()> {
     let device = {
-        let data = detector.varmap().data().lock().expect("varmap lock poisoned");
-        data.values().next().map(|v| v.device().clone()).unwrap_or(Device::Cpu)
+        let data = detector
+            .varmap()
+            .data()
+            .lock()
+            .expect("varmap lock poisoned");
+        data.values()
+            .next()
+            .map(|v| v.device().clone())
+            .unwrap_or(Device::Cpu)
     };
     let tensors = candle_core::safetensors::load(path, &device)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
     set_vars(detector, &tensors, path)
 }
 
-fn set_vars(detector: &mut dyn Detector, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let data = detector.varmap().data().lock().expect("varmap lock poisoned");
+fn set_vars(
+    detector: &mut dyn Detector,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<()> {
+    let data = detector
+        .varmap()
+        .data()
+        .lock()
+        .expect("varmap lock poisoned");
     for (name, var) in data.iter() {
         let Some(t) = tensors.get(name) else {
-            bail!("{}: tensor {name} is missing (the file belongs to another model)", path.display())
+            bail!(
+                "{}: tensor {name} is missing (the file belongs to another model)",
+                path.display()
+            )
         };
         if t.shape() != var.shape() {
             bail!(
@@ -143,10 +177,13 @@ pub fn load_checkpoint(detector: &mut dyn Detector, dir: &Path) -> Result<TrainS
     let ck = dir.join(CHECKPOINT_DIR);
     let state_path = ck.join(STATE_FILE);
     let text = std::fs::read_to_string(&state_path).with_context(|| {
-        format!("--resume: no checkpoint at {} (train without --resume first)", state_path.display())
+        format!(
+            "--resume: no checkpoint at {} (train without --resume first)",
+            state_path.display()
+        )
     })?;
-    let state: TrainState =
-        serde_json::from_str(&text).with_context(|| format!("{}: corrupt checkpoint", state_path.display()))?;
+    let state: TrainState = serde_json::from_str(&text)
+        .with_context(|| format!("{}: corrupt checkpoint", state_path.display()))?;
     if state.detector != detector.kind().name() {
         bail!(
             "--resume: {} holds a {} run, not {}",

@@ -30,7 +30,12 @@ pub struct EvalResult {
 /// FPR limit of the AUPRO integral (MVTec AD's and anomalib's default).
 const AUPRO_FPR_LIMIT: f64 = 0.3;
 
-pub fn evaluate(model: &LoadedModel, data: &Dataset, report_dir: Option<&Path>, device: &Device) -> Result<EvalResult> {
+pub fn evaluate(
+    model: &LoadedModel,
+    data: &Dataset,
+    report_dir: Option<&Path>,
+    device: &Device,
+) -> Result<EvalResult> {
     let m = &model.manifest;
     let (size, channels) = (m.input.height, m.input.channels);
     if data.size != size || data.channels != channels {
@@ -44,7 +49,13 @@ pub fn evaluate(model: &LoadedModel, data: &Dataset, report_dir: Option<&Path>, 
     let test = &data.test;
     let labels: Vec<bool> = test.iter().map(|s| s.anomalous).collect();
     let has_masks = test.iter().any(|s| s.mask.is_some());
-    let scored = score_samples(model.detector.as_ref(), test, &m.score.name, has_masks, device)?;
+    let scored = score_samples(
+        model.detector.as_ref(),
+        test,
+        &m.score.name,
+        has_masks,
+        device,
+    )?;
     let scores = &scored.scores;
 
     let image_auroc = metrics::auroc(scores, &labels).context("image AUROC")?;
@@ -63,7 +74,8 @@ pub fn evaluate(model: &LoadedModel, data: &Dataset, report_dir: Option<&Path>, 
         let mask_refs: Vec<&[bool]> = masks.iter().map(|v| v.as_slice()).collect();
         pixel_auroc = Some(metrics::pixel_auroc(&map_refs, &mask_refs).context("pixel AUROC")?);
         pixel_aupro = Some(
-            metrics::aupro(&map_refs, &mask_refs, size, size, AUPRO_FPR_LIMIT).context("pixel AUPRO")?,
+            metrics::aupro(&map_refs, &mask_refs, size, size, AUPRO_FPR_LIMIT)
+                .context("pixel AUPRO")?,
         );
     }
 
@@ -95,22 +107,50 @@ fn write_report(
     device: &Device,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    report::roc_curve(&dir.join("roc.png"), &metrics::roc_curve(scores, labels)?, result.image_auroc)?;
+    report::roc_curve(
+        &dir.join("roc.png"),
+        &metrics::roc_curve(scores, labels)?,
+        result.image_auroc,
+    )?;
     let positive_rate = result.n_anomalous as f64 / labels.len() as f64;
-    report::pr_curve(&dir.join("pr.png"), &metrics::pr_curve(scores, labels)?, result.image_auprc, positive_rate)?;
+    report::pr_curve(
+        &dir.join("pr.png"),
+        &metrics::pr_curve(scores, labels)?,
+        result.image_auprc,
+        positive_rate,
+    )?;
     let pick = |anom: bool| -> Vec<f32> {
-        scores.iter().zip(labels).filter(|(_, l)| **l == anom).map(|(s, _)| *s).collect()
+        scores
+            .iter()
+            .zip(labels)
+            .filter(|(_, l)| **l == anom)
+            .map(|(s, _)| *s)
+            .collect()
     };
-    report::score_histogram(&dir.join("histogram.png"), &pick(false), &pick(true), Some(result.threshold))?;
+    report::score_histogram(
+        &dir.join("histogram.png"),
+        &pick(false),
+        &pick(true),
+        Some(result.threshold),
+    )?;
     overlay_grid(model, test, scores, &dir.join("overlay.png"), device)?;
-    std::fs::write(dir.join("metrics.json"), serde_json::to_string_pretty(result)?)
-        .with_context(|| format!("writing {}", dir.join("metrics.json").display()))?;
+    std::fs::write(
+        dir.join("metrics.json"),
+        serde_json::to_string_pretty(result)?,
+    )
+    .with_context(|| format!("writing {}", dir.join("metrics.json").display()))?;
     Ok(())
 }
 
 /// Input | reconstruction | heatmap overlay | ground truth for the most anomalous-looking
 /// defects and a few normals, so a person can see whether the map lights the defect.
-fn overlay_grid(model: &LoadedModel, test: &[Sample], scores: &[f32], path: &Path, device: &Device) -> Result<()> {
+fn overlay_grid(
+    model: &LoadedModel,
+    test: &[Sample],
+    scores: &[f32],
+    path: &Path,
+    device: &Device,
+) -> Result<()> {
     let m = &model.manifest;
     let (size, channels) = (m.input.height, m.input.channels);
     let mut anomalous: Vec<usize> = (0..test.len()).filter(|&i| test[i].anomalous).collect();
@@ -124,7 +164,12 @@ fn overlay_grid(model: &LoadedModel, test: &[Sample], scores: &[f32], path: &Pat
     let inf = model.detector.infer(&x)?;
     let recon = inf.reconstruction.flatten_from(1)?.to_vec2::<f32>()?;
     let maps = inf.map.flatten_from(1)?.to_vec2::<f32>()?;
-    let hi = maps.iter().flatten().copied().fold(f32::MIN, f32::max).max(1e-6);
+    let hi = maps
+        .iter()
+        .flatten()
+        .copied()
+        .fold(f32::MIN, f32::max)
+        .max(1e-6);
     let with_masks = refs.iter().any(|s| s.mask.is_some());
     let rows: Vec<Vec<Tile>> = refs
         .iter()

@@ -13,7 +13,11 @@ use vigil_models::DetectorKind;
 use vigil_shared::synth::SurfaceKind;
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Train, evaluate and package GAN anomaly detectors for visual inspection")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Train, evaluate and package GAN anomaly detectors for visual inspection"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -148,7 +152,9 @@ fn parse_device(s: &str) -> Result<Device> {
     let Some(n) = s.strip_prefix("cuda:").or((s == "cuda").then_some("0")) else {
         bail!("--device {s}: expected cpu or cuda:N");
     };
-    let n: usize = n.parse().with_context(|| format!("--device {s}: bad GPU index"))?;
+    let n: usize = n
+        .parse()
+        .with_context(|| format!("--device {s}: bad GPU index"))?;
     if !candle_core::utils::cuda_is_available() {
         bail!("--device {s}: this vigil was built without CUDA (rebuild with `--features cuda`)");
     }
@@ -166,11 +172,19 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => {
             let device = parse_device(&a.device)?;
-            let channels = a.channels.map(usize::from).unwrap_or_else(|| default_channels(&a.data.data));
+            let channels = a
+                .channels
+                .map(usize::from)
+                .unwrap_or_else(|| default_channels(&a.data.data));
             if channels != 1 && channels != 3 {
                 bail!("--channels {channels}: expected 1 or 3");
             }
-            let opts = LoadOptions { image_size: a.image_size, channels, data_root: a.data.data_root, seed: a.seed };
+            let opts = LoadOptions {
+                image_size: a.image_size,
+                channels,
+                data_root: a.data.data_root,
+                seed: a.seed,
+            };
             let dataset = data::load(&a.data.data, &opts)?;
             eprintln!(
                 "{}: {} train, {} validation, {} test images at {channels}×{}²",
@@ -191,7 +205,9 @@ fn run(cli: Cli) -> Result<()> {
                     seed: a.seed,
                     resume: a.resume,
                     score: a.score,
-                    sigma: a.sigma.unwrap_or_else(|| bundle::default_sigma(a.image_size)),
+                    sigma: a
+                        .sigma
+                        .unwrap_or_else(|| bundle::default_sigma(a.image_size)),
                     threshold_quantile: a.threshold_quantile,
                     device,
                     progress: std::io::stderr().is_terminal(),
@@ -211,7 +227,10 @@ fn run(cli: Cli) -> Result<()> {
             let spec = match a.data {
                 Some(s) => s,
                 None => model.manifest.training.data.parse().with_context(|| {
-                    format!("{}: field training.data", a.model.join("manifest.json").display())
+                    format!(
+                        "{}: field training.data",
+                        a.model.join("manifest.json").display()
+                    )
                 })?,
             };
             let opts = LoadOptions {

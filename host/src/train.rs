@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use vigil_models::{build, Detector, DetectorKind, ModelConfig};
-use vigil_shared::manifest::{InputSpec, Manifest, Normalisation, Provenance, ScoreSpec, SCHEMA_VERSION};
+use vigil_shared::manifest::{
+    InputSpec, Manifest, Normalisation, Provenance, ScoreSpec, SCHEMA_VERSION,
+};
 use vigil_shared::metrics::quantile;
 use vigil_shared::rng::Rng;
 
@@ -41,12 +43,21 @@ pub struct TrainSummary {
 }
 
 /// Stack samples `[C, H, W]` into a batch tensor `[N, C, H, W]`.
-pub fn batch_tensor(samples: &[&Sample], channels: usize, size: usize, device: &Device) -> Result<Tensor> {
+pub fn batch_tensor(
+    samples: &[&Sample],
+    channels: usize,
+    size: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let mut data = Vec::with_capacity(samples.len() * channels * size * size);
     for s in samples {
         data.extend_from_slice(&s.image);
     }
-    Ok(Tensor::from_vec(data, (samples.len(), channels, size, size), device)?)
+    Ok(Tensor::from_vec(
+        data,
+        (samples.len(), channels, size, size),
+        device,
+    )?)
 }
 
 /// Scores (and optionally anomaly maps, flattened `N·H·W`) for a set of samples.
@@ -86,7 +97,12 @@ pub fn calibrate(val_scores: &[f32], q: f64) -> Result<Normalisation> {
     let threshold = quantile(val_scores, q)?;
     let min = val_scores.iter().copied().fold(f32::INFINITY, f32::min);
     let max = threshold + (threshold - min).max(f32::EPSILON);
-    Ok(Normalisation { threshold, min, max, quantile: q })
+    Ok(Normalisation {
+        threshold,
+        min,
+        max,
+        quantile: q,
+    })
 }
 
 pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
@@ -115,16 +131,26 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         seed: opts.seed,
     };
     let mut detector = build(kind, cfg, &opts.device)?;
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
     let plots = opts.out.join("plots");
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
 
     let mut state = if opts.resume {
         let state = bundle::load_checkpoint(detector.as_mut(), &opts.out)?;
-        eprintln!("resuming {} after epoch {}", opts.out.display(), state.epochs_done);
+        eprintln!(
+            "resuming {} after epoch {}",
+            opts.out.display(),
+            state.epochs_done
+        );
         state
     } else {
-        TrainState { detector: kind.name().into(), epochs_done: 0, optimizer_steps: vec![], losses: vec![] }
+        TrainState {
+            detector: kind.name().into(),
+            epochs_done: 0,
+            optimizer_steps: vec![],
+            losses: vec![],
+        }
     };
     if state.epochs_done >= opts.epochs {
         bail!(
@@ -137,9 +163,22 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
     let mut manifest = Manifest {
         schema_version: SCHEMA_VERSION,
         detector: kind.name().into(),
-        input: InputSpec { channels: data.channels, height: data.size, width: data.size, range: [-1.0, 1.0] },
-        score: ScoreSpec { name: score.clone(), params: BTreeMap::from([("sigma".to_string(), opts.sigma as f64)]) },
-        normalisation: Normalisation { threshold: 0.0, min: 0.0, max: 0.0, quantile: opts.threshold_quantile },
+        input: InputSpec {
+            channels: data.channels,
+            height: data.size,
+            width: data.size,
+            range: [-1.0, 1.0],
+        },
+        score: ScoreSpec {
+            name: score.clone(),
+            params: BTreeMap::from([("sigma".to_string(), opts.sigma as f64)]),
+        },
+        normalisation: Normalisation {
+            threshold: 0.0,
+            min: 0.0,
+            max: 0.0,
+            quantile: opts.threshold_quantile,
+        },
         training: Provenance {
             data: data.spec.clone(),
             seed: opts.seed,
@@ -170,7 +209,10 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
             let losses = detector.train_step(&x)?;
             for (name, v) in &losses {
                 if !v.is_finite() {
-                    bail!("training diverged at epoch {} step {step}: loss {name} is {v}", epoch + 1);
+                    bail!(
+                        "training diverged at epoch {} step {step}: loss {name} is {v}",
+                        epoch + 1
+                    );
                 }
                 let e = epoch_losses.entry(name).or_default();
                 e.0 += *v as f64;
@@ -193,10 +235,19 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         bundle::save_weights(detector.as_ref(), &opts.out, &mut manifest)?;
         state.epochs_done = epoch + 1;
         bundle::save_checkpoint(detector.as_ref(), &opts.out, &state)?;
-        write_epoch_plots(detector.as_ref(), &preview, &state, &plots, epoch + 1, &opts.device)?;
+        write_epoch_plots(
+            detector.as_ref(),
+            &preview,
+            &state,
+            &plots,
+            epoch + 1,
+            &opts.device,
+        )?;
 
-        let mean: Vec<String> =
-            epoch_losses.iter().map(|(n, (s, c))| format!("{n} {:.4}", s / *c as f64)).collect();
+        let mean: Vec<String> = epoch_losses
+            .iter()
+            .map(|(n, (s, c))| format!("{n} {:.4}", s / *c as f64))
+            .collect();
         eprintln!(
             "epoch {}/{}  {}  threshold {:.5}  ({:.0} img/s)",
             epoch + 1,
@@ -228,7 +279,11 @@ fn progress_bar(visible: bool, steps: usize, epoch: usize, epochs: usize) -> Pro
 }
 
 fn format_losses(losses: &[(&'static str, f32)]) -> String {
-    losses.iter().map(|(n, v)| format!("{n} {v:.4}")).collect::<Vec<_>>().join(" ")
+    losses
+        .iter()
+        .map(|(n, v)| format!("{n} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn write_epoch_plots(
@@ -239,15 +294,29 @@ fn write_epoch_plots(
     epoch: usize,
     device: &Device,
 ) -> Result<()> {
-    let series: Vec<(&str, &[f32])> = state.losses.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
-    report::loss_curves(&dir.join("loss.png"), &format!("{} training losses", detector.kind()), "step", &series)?;
+    let series: Vec<(&str, &[f32])> = state
+        .losses
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect();
+    report::loss_curves(
+        &dir.join("loss.png"),
+        &format!("{} training losses", detector.kind()),
+        "step",
+        &series,
+    )?;
 
     let cfg = detector.config();
     let x = batch_tensor(preview, cfg.channels, cfg.size, device)?;
     let inf = detector.infer(&x)?;
     let recon = inf.reconstruction.flatten_from(1)?.to_vec2::<f32>()?;
     let maps = inf.map.flatten_from(1)?.to_vec2::<f32>()?;
-    let hi = maps.iter().flatten().copied().fold(f32::MIN, f32::max).max(1e-6);
+    let hi = maps
+        .iter()
+        .flatten()
+        .copied()
+        .fold(f32::MIN, f32::max)
+        .max(1e-6);
     let rows: Vec<Vec<Tile>> = preview
         .iter()
         .zip(recon.iter().zip(&maps))

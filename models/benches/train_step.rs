@@ -21,13 +21,27 @@ fn arg(name: &str, default: usize) -> usize {
 
 fn main() -> anyhow::Result<()> {
     vigil_models::cpu::tune();
-    let (size, batch, steps, warmup) = (arg("--size", 32), arg("--batch", 64), arg("--steps", 20), arg("--warmup", 3));
+    let (size, batch, steps, warmup) = (
+        arg("--size", 32),
+        arg("--batch", 64),
+        arg("--steps", 20),
+        arg("--warmup", 3),
+    );
     let threads = rayon::current_num_threads();
     let device = Device::Cpu;
-    let cfg = ModelConfig { size, channels: 1, latent: 100, width: 64, sigma: 1.0, seed: 0 };
+    let cfg = ModelConfig {
+        size,
+        channels: 1,
+        latent: 100,
+        width: 64,
+        sigma: 1.0,
+        seed: 0,
+    };
     let mut det = build(DetectorKind::Ganomaly, cfg, &device)?;
     let mut rng = Rng::new(1);
-    let x: Vec<f32> = (0..batch * size * size).map(|_| rng.range(-1.0, 1.0)).collect();
+    let x: Vec<f32> = (0..batch * size * size)
+        .map(|_| rng.range(-1.0, 1.0))
+        .collect();
     let x = Tensor::from_vec(x, (batch, 1, size, size), &device)?;
     for _ in 0..warmup {
         det.train_step(&x)?;

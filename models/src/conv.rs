@@ -27,7 +27,9 @@ pub struct Geometry {
 impl Geometry {
     pub fn new(c: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> Result<Self> {
         if h + 2 * pad < k || w + 2 * pad < k || stride == 0 {
-            candle_core::bail!("convolution kernel {k} (stride {stride}, pad {pad}) does not fit a {h}×{w} input")
+            candle_core::bail!(
+                "convolution kernel {k} (stride {stride}, pad {pad}) does not fit a {h}×{w} input"
+            )
         }
         Ok(Self {
             c,
@@ -52,7 +54,9 @@ impl Geometry {
     /// Input coordinate touched by output position `o` and kernel tap `t`, if inside the image.
     #[inline]
     fn src(&self, o: usize, t: usize, size: usize) -> Option<usize> {
-        (o * self.stride + t).checked_sub(self.pad).filter(|&i| i < size)
+        (o * self.stride + t)
+            .checked_sub(self.pad)
+            .filter(|&i| i < size)
     }
 }
 
@@ -92,30 +96,28 @@ impl CustomOp1 for Im2Col {
         let (rows, cols, plane) = (g.rows(), g.cols(), g.h * g.w);
         let mut out = vec![0f32; n * rows * cols];
         // One output row per (image, output position): large enough units for rayon.
-        out.par_chunks_mut(cols)
-            .enumerate()
-            .for_each(|(r, row)| {
-                let (b, pos) = (r / rows, r % rows);
-                let (oy, ox) = (pos / g.ow, pos % g.ow);
-                let img = &x[b * g.c * plane..(b + 1) * g.c * plane];
-                let mut i = 0;
-                for c in 0..g.c {
-                    let chan = &img[c * plane..(c + 1) * plane];
-                    for ki in 0..g.k {
-                        match g.src(oy, ki, g.h) {
-                            Some(iy) => {
-                                for kj in 0..g.k {
-                                    if let Some(ix) = g.src(ox, kj, g.w) {
-                                        row[i] = chan[iy * g.w + ix];
-                                    }
-                                    i += 1;
+        out.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
+            let (b, pos) = (r / rows, r % rows);
+            let (oy, ox) = (pos / g.ow, pos % g.ow);
+            let img = &x[b * g.c * plane..(b + 1) * g.c * plane];
+            let mut i = 0;
+            for c in 0..g.c {
+                let chan = &img[c * plane..(c + 1) * plane];
+                for ki in 0..g.k {
+                    match g.src(oy, ki, g.h) {
+                        Some(iy) => {
+                            for kj in 0..g.k {
+                                if let Some(ix) = g.src(ox, kj, g.w) {
+                                    row[i] = chan[iy * g.w + ix];
                                 }
+                                i += 1;
                             }
-                            None => i += g.k,
                         }
+                        None => i += g.k,
                     }
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((n, rows, cols))))
     }
 
@@ -141,25 +143,29 @@ impl CustomOp1 for Col2Im {
         let mut out = vec![0f32; n * g.c * plane];
         // One task per image (its C·H·W output stays in cache), walking the columns row by row
         // so they are read sequentially; deterministic sums.
-        out.par_chunks_mut(g.c * plane).enumerate().for_each(|(b, img)| {
-            let src = &x[b * rows * cols..(b + 1) * rows * cols];
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let row = &src[(oy * g.ow + ox) * cols..][..cols];
-                    for (c, taps) in row.chunks_exact(kk).enumerate() {
-                        let dst = &mut img[c * plane..(c + 1) * plane];
-                        for ki in 0..g.k {
-                            let Some(iy) = g.src(oy, ki, g.h) else { continue };
-                            for kj in 0..g.k {
-                                if let Some(ix) = g.src(ox, kj, g.w) {
-                                    dst[iy * g.w + ix] += taps[ki * g.k + kj];
+        out.par_chunks_mut(g.c * plane)
+            .enumerate()
+            .for_each(|(b, img)| {
+                let src = &x[b * rows * cols..(b + 1) * rows * cols];
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let row = &src[(oy * g.ow + ox) * cols..][..cols];
+                        for (c, taps) in row.chunks_exact(kk).enumerate() {
+                            let dst = &mut img[c * plane..(c + 1) * plane];
+                            for ki in 0..g.k {
+                                let Some(iy) = g.src(oy, ki, g.h) else {
+                                    continue;
+                                };
+                                for kj in 0..g.k {
+                                    if let Some(ix) = g.src(ox, kj, g.w) {
+                                        dst[iy * g.w + ix] += taps[ki * g.k + kj];
+                                    }
                                 }
                             }
                         }
                     }
                 }
-            }
-        });
+            });
         Ok((CpuStorage::F32(out), Shape::from((n, g.c, g.h, g.w))))
     }
 
@@ -223,7 +229,10 @@ impl Module for ConvTranspose2d {
             ((w - 1) * self.stride + k).checked_sub(2 * self.pad),
         );
         let (Some(oh), Some(ow)) = (oh, ow) else {
-            candle_core::bail!("transposed convolution: padding {} too large for {h}×{w}", self.pad)
+            candle_core::bail!(
+                "transposed convolution: padding {} too large for {h}×{w}",
+                self.pad
+            )
         };
         let y = if fast_path(x) {
             // The transposed convolution is the adjoint of a convolution over the *output* image.
@@ -278,15 +287,30 @@ mod tests {
         ] {
             let x = Var::from_tensor(&rand(&[n, c, h, h], 1)).unwrap();
             let w = Var::from_tensor(&rand(&[o, c, k, k], 2)).unwrap();
-            let conv = Conv2d { weight: w.as_tensor().clone(), bias: None, stride: s, pad: p };
+            let conv = Conv2d {
+                weight: w.as_tensor().clone(),
+                bias: None,
+                stride: s,
+                pad: p,
+            };
             let ours = conv.forward(x.as_tensor()).unwrap();
             let theirs = x.as_tensor().conv2d(w.as_tensor(), p, s, 1, 1).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
             assert!(max_diff(&ours, &theirs) < 1e-4);
             // A non-uniform loss so the gradients are not symmetric.
             let probe = rand(ours.dims(), 3);
-            let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let g1 = (&ours * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (&theirs * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-3);
             assert!(max_diff(g1.get(&w).unwrap(), g2.get(&w).unwrap()) < 1e-3);
         }
@@ -301,14 +325,32 @@ mod tests {
         ] {
             let x = Var::from_tensor(&rand(&[n, cin, h, h], 4)).unwrap();
             let w = Var::from_tensor(&rand(&[cin, cout, k, k], 5)).unwrap();
-            let conv = ConvTranspose2d { weight: w.as_tensor().clone(), bias: None, stride: s, pad: p };
+            let conv = ConvTranspose2d {
+                weight: w.as_tensor().clone(),
+                bias: None,
+                stride: s,
+                pad: p,
+            };
             let ours = conv.forward(x.as_tensor()).unwrap();
-            let theirs = x.as_tensor().conv_transpose2d(w.as_tensor(), p, 0, s, 1).unwrap();
+            let theirs = x
+                .as_tensor()
+                .conv_transpose2d(w.as_tensor(), p, 0, s, 1)
+                .unwrap();
             assert_eq!(ours.dims(), theirs.dims());
             assert!(max_diff(&ours, &theirs) < 1e-4);
             let probe = rand(ours.dims(), 6);
-            let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let g1 = (&ours * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (&theirs * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-3);
             assert!(max_diff(g1.get(&w).unwrap(), g2.get(&w).unwrap()) < 1e-3);
         }
@@ -317,7 +359,12 @@ mod tests {
     #[test]
     fn kernel_larger_than_input_is_an_error_not_a_panic() {
         let x = rand(&[1, 1, 2, 2], 7);
-        let conv = Conv2d { weight: rand(&[1, 1, 4, 4], 8), bias: None, stride: 1, pad: 0 };
+        let conv = Conv2d {
+            weight: rand(&[1, 1, 4, 4], 8),
+            bias: None,
+            stride: 1,
+            pad: 0,
+        };
         let err = conv.forward(&x).unwrap_err().to_string();
         assert!(err.contains("does not fit"), "{err}");
     }

@@ -121,7 +121,11 @@ pub trait Detector {
 }
 
 /// A freshly initialised detector of the given kind.
-pub fn build(kind: DetectorKind, cfg: ModelConfig, device: &Device) -> Result<Box<dyn Detector>, ModelError> {
+pub fn build(
+    kind: DetectorKind,
+    cfg: ModelConfig,
+    device: &Device,
+) -> Result<Box<dyn Detector>, ModelError> {
     match kind {
         DetectorKind::Ganomaly => Ok(Box::new(Ganomaly::new(cfg, Default::default(), device)?)),
         other => Err(ModelError::NotImplemented(other.name())),

@@ -41,7 +41,10 @@ impl CustomOp1 for LeakyRelu {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(arg, &LeakyReluGrad(self.0))?))
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op2_no_bwd(arg, &LeakyReluGrad(self.0))?,
+        ))
     }
 }
 
@@ -50,11 +53,21 @@ impl CustomOp2 for LeakyReluGrad {
         "vigil-leaky-relu-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = f32_slice(s1, l1, self.name())?;
         let x = f32_slice(s2, l2, self.name())?;
         let a = self.0;
-        let out = g.iter().zip(x).map(|(&g, &x)| if x > 0.0 { g } else { a * g }).collect();
+        let out = g
+            .iter()
+            .zip(x)
+            .map(|(&g, &x)| if x > 0.0 { g } else { a * g })
+            .collect();
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -79,7 +92,13 @@ pub struct BatchNormTrain {
 }
 
 /// Per-channel layout helpers: `x[n, c, i]` with `i` over H·W.
-fn channel_planes(x: &[f32], n: usize, c: usize, hw: usize, ch: usize) -> impl Iterator<Item = &[f32]> {
+fn channel_planes(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    ch: usize,
+) -> impl Iterator<Item = &[f32]> {
     (0..n).map(move |b| &x[(b * c + ch) * hw..(b * c + ch + 1) * hw])
 }
 
@@ -98,7 +117,10 @@ impl CustomOp3 for BatchNormTrain {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1, self.name())?;
-        let (gamma, beta) = (f32_slice(s2, l2, self.name())?, f32_slice(s3, l3, self.name())?);
+        let (gamma, beta) = (
+            f32_slice(s2, l2, self.name())?,
+            f32_slice(s3, l3, self.name())?,
+        );
         let dims = l1.shape().dims();
         let [n, c, h, w] = dims else {
             candle_core::bail!("batch norm: expected [N, C, H, W], got {dims:?}")
@@ -112,7 +134,11 @@ impl CustomOp3 for BatchNormTrain {
         let stats: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let mean = channel_planes(x, n, c, hw, ch).flatten().map(|&v| v as f64).sum::<f64>() / count;
+                let mean = channel_planes(x, n, c, hw, ch)
+                    .flatten()
+                    .map(|&v| v as f64)
+                    .sum::<f64>()
+                    / count;
                 let var = channel_planes(x, n, c, hw, ch)
                     .flatten()
                     .map(|&v| (v as f64 - mean).powi(2))
@@ -122,17 +148,22 @@ impl CustomOp3 for BatchNormTrain {
             })
             .collect();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yo, xi))| {
-            let ch = p % c;
-            let (mean, var) = stats[ch];
-            let scale = gamma[ch] / (var + self.eps).sqrt();
-            let shift = beta[ch] - mean * scale;
-            for (o, &v) in yo.iter_mut().zip(xi) {
-                *o = v * scale + shift;
-            }
-        });
-        *self.stats.lock().expect("batch stats lock poisoned") =
-            Some((stats.iter().map(|s| s.0).collect(), stats.iter().map(|s| s.1).collect()));
+        y.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
+            .enumerate()
+            .for_each(|(p, (yo, xi))| {
+                let ch = p % c;
+                let (mean, var) = stats[ch];
+                let scale = gamma[ch] / (var + self.eps).sqrt();
+                let shift = beta[ch] - mean * scale;
+                for (o, &v) in yo.iter_mut().zip(xi) {
+                    *o = v * scale + shift;
+                }
+            });
+        *self.stats.lock().expect("batch stats lock poisoned") = Some((
+            stats.iter().map(|s| s.0).collect(),
+            stats.iter().map(|s| s.1).collect(),
+        ));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -146,7 +177,9 @@ impl CustomOp3 for BatchNormTrain {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, c, _, _) = x.dims4()?;
         // One op returns [dx | dγ | dβ] flattened; split here.
-        let all = grad.contiguous()?.apply_op3_no_bwd(x, gamma, &BatchNormGrad { eps: self.eps })?;
+        let all =
+            grad.contiguous()?
+                .apply_op3_no_bwd(x, gamma, &BatchNormGrad { eps: self.eps })?;
         let n = x.elem_count();
         let dx = all.narrow(0, 0, n)?.reshape(x.shape())?;
         let dgamma = all.narrow(0, n, c)?;
@@ -188,7 +221,11 @@ impl CustomOp3 for BatchNormGrad {
         let per: Vec<(f32, f32, f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let mean = channel_planes(x, n, c, hw, ch).flatten().map(|&v| v as f64).sum::<f64>() / count;
+                let mean = channel_planes(x, n, c, hw, ch)
+                    .flatten()
+                    .map(|&v| v as f64)
+                    .sum::<f64>()
+                    / count;
                 let var = channel_planes(x, n, c, hw, ch)
                     .flatten()
                     .map(|&v| (v as f64 - mean).powi(2))
@@ -196,7 +233,9 @@ impl CustomOp3 for BatchNormGrad {
                     / count;
                 let inv = 1.0 / (var + self.eps as f64).sqrt();
                 let (mut sdy, mut sdyx) = (0f64, 0f64);
-                for (xp, gp) in channel_planes(x, n, c, hw, ch).zip(channel_planes(dy, n, c, hw, ch)) {
+                for (xp, gp) in
+                    channel_planes(x, n, c, hw, ch).zip(channel_planes(dy, n, c, hw, ch))
+                {
                     for (&xv, &g) in xp.iter().zip(gp) {
                         sdy += g as f64;
                         sdyx += g as f64 * (xv as f64 - mean) * inv;
@@ -235,12 +274,23 @@ mod tests {
 
     fn rand(shape: &[usize], seed: u64, offset: f32) -> Tensor {
         let mut r = vigil_shared::rng::Rng::new(seed);
-        let v: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| r.normal() + offset).collect();
+        let v: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| r.normal() + offset)
+            .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     }
 
     /// Reference: batch norm from candle's differentiable ops.
@@ -250,8 +300,14 @@ mod tests {
         let mean = xt.mean_keepdim(D::Minus1).unwrap();
         let xc = xt.broadcast_sub(&mean).unwrap();
         let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-        let y = xc.broadcast_div(&(var + eps).unwrap().sqrt().unwrap()).unwrap();
-        let y = y.broadcast_mul(&g.reshape((c, 1)).unwrap()).unwrap().broadcast_add(&b.reshape((c, 1)).unwrap()).unwrap();
+        let y = xc
+            .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+            .unwrap();
+        let y = y
+            .broadcast_mul(&g.reshape((c, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&b.reshape((c, 1)).unwrap())
+            .unwrap();
         let (n, _, h, w) = x.dims4().unwrap();
         y.reshape((c, n, h, w)).unwrap().transpose(0, 1).unwrap()
     }
@@ -261,13 +317,29 @@ mod tests {
         let x = Var::from_tensor(&rand(&[4, 3, 5, 5], 1, 2.0)).unwrap();
         let g = Var::from_tensor(&rand(&[3], 2, 1.0)).unwrap();
         let b = Var::from_tensor(&rand(&[3], 3, 0.0)).unwrap();
-        let op = BatchNormTrain { eps: 1e-5, stats: Default::default() };
-        let ours = x.as_tensor().apply_op3(g.as_tensor(), b.as_tensor(), op.clone()).unwrap();
+        let op = BatchNormTrain {
+            eps: 1e-5,
+            stats: Default::default(),
+        };
+        let ours = x
+            .as_tensor()
+            .apply_op3(g.as_tensor(), b.as_tensor(), op.clone())
+            .unwrap();
         let theirs = reference(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5);
         assert!(max_diff(&ours, &theirs) < 1e-4);
         let probe = rand(&[4, 3, 5, 5], 4, 0.0);
-        let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g1 = (&ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (&theirs * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for v in [&x, &g, &b] {
             let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
             assert!(d < 1e-3, "gradient differs by {d}");
@@ -284,8 +356,18 @@ mod tests {
         let theirs = candle_nn::ops::leaky_relu(x.as_tensor(), 0.2).unwrap();
         assert!(max_diff(&ours, &theirs) < 1e-6);
         let probe = rand(&[2, 3, 4, 4], 6, 0.0);
-        let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g1 = (&ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (&theirs * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-6);
     }
 }

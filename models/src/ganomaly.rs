@@ -5,7 +5,10 @@ use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::detector::{Detector, DetectorKind, Inference, ModelConfig, OptimizerState};
-use crate::layers::{bce_with_logits, l1, mse, per_sample_mean, seeded_init, seeded_init_prefix, DcDecoder, DcEncoder};
+use crate::layers::{
+    bce_with_logits, l1, mse, per_sample_mean, seeded_init, seeded_init_prefix, DcDecoder,
+    DcEncoder,
+};
 use crate::optim::{Adam, AdamConfig};
 use crate::smoothing::GaussianSmoother;
 use crate::ModelError;
@@ -20,7 +23,11 @@ pub struct GanomalyWeights {
 
 impl Default for GanomalyWeights {
     fn default() -> Self {
-        Self { adv: 1.0, con: 50.0, enc: 1.0 }
+        Self {
+            adv: 1.0,
+            con: 50.0,
+            enc: 1.0,
+        }
     }
 }
 
@@ -34,14 +41,36 @@ pub struct Generator {
 impl Generator {
     pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> candle_core::Result<Self> {
         Ok(Self {
-            encoder: DcEncoder::new(vb.pp("encoder"), cfg.size, cfg.channels, cfg.latent, cfg.width)?,
-            decoder: DcDecoder::new(vb.pp("decoder"), cfg.size, cfg.channels, cfg.latent, cfg.width)?,
-            reencoder: DcEncoder::new(vb.pp("reencoder"), cfg.size, cfg.channels, cfg.latent, cfg.width)?,
+            encoder: DcEncoder::new(
+                vb.pp("encoder"),
+                cfg.size,
+                cfg.channels,
+                cfg.latent,
+                cfg.width,
+            )?,
+            decoder: DcDecoder::new(
+                vb.pp("decoder"),
+                cfg.size,
+                cfg.channels,
+                cfg.latent,
+                cfg.width,
+            )?,
+            reencoder: DcEncoder::new(
+                vb.pp("reencoder"),
+                cfg.size,
+                cfg.channels,
+                cfg.latent,
+                cfg.width,
+            )?,
         })
     }
 
     /// (x̂, z, ẑ)
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
         let z = self.encoder.forward_t(x, train)?;
         let x_hat = self.decoder.forward_t(&z, train)?;
         let z_hat = self.reencoder.forward_t(&x_hat, train)?;
@@ -65,7 +94,11 @@ impl Ganomaly {
     /// `residual`: mean |x − x̂|, the contextual loss as a score.
     pub const SCORES: &'static [&'static str] = &["residual", "encoder"];
 
-    pub fn new(cfg: ModelConfig, weights: GanomalyWeights, device: &Device) -> Result<Self, ModelError> {
+    pub fn new(
+        cfg: ModelConfig,
+        weights: GanomalyWeights,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let generator = Generator::new(vb.pp("g"), &cfg)?;
@@ -73,7 +106,16 @@ impl Ganomaly {
         seeded_init(&varmap, cfg.seed)?;
         let smoother = GaussianSmoother::new(cfg.sigma, cfg.size, device)?;
         let (opt_g, opt_d) = Self::optimizers(&varmap)?;
-        Ok(Self { cfg, weights, varmap, generator, discriminator, smoother, opt_g, opt_d })
+        Ok(Self {
+            cfg,
+            weights,
+            varmap,
+            generator,
+            discriminator,
+            smoother,
+            opt_g,
+            opt_d,
+        })
     }
 
     fn optimizers(varmap: &VarMap) -> candle_core::Result<(Adam, Adam)> {
@@ -151,7 +193,11 @@ impl Detector for Ganomaly {
         let map = self.smoother.apply(&residual.mean_keepdim(1)?)?;
         let residual = per_sample_mean(&residual)?;
         debug_assert_eq!(Self::SCORES, ["residual", "encoder"]);
-        Ok(Inference { reconstruction: x_hat, scores: vec![("residual", residual), ("encoder", encoder)], map })
+        Ok(Inference {
+            reconstruction: x_hat,
+            scores: vec![("residual", residual), ("encoder", encoder)],
+            map,
+        })
     }
 
     fn optimizer_state(&self) -> Result<OptimizerState, ModelError> {
@@ -164,7 +210,10 @@ impl Detector for Ganomaly {
     fn load_optimizer_state(&mut self, state: &OptimizerState) -> Result<(), ModelError> {
         let (tensors, steps) = state;
         if steps.len() != 2 {
-            return Err(ModelError::Checkpoint(format!("expected 2 optimiser step counters, found {}", steps.len())));
+            return Err(ModelError::Checkpoint(format!(
+                "expected 2 optimiser step counters, found {}",
+                steps.len()
+            )));
         }
         self.opt_g.load_state("adam_g", tensors, steps[0])?;
         self.opt_d.load_state("adam_d", tensors, steps[1])?;

@@ -9,9 +9,19 @@ use crate::conv::{Conv2d, ConvTranspose2d};
 use crate::fused::{leaky_relu, BatchNormTrain, BatchStats};
 
 /// DCGAN initialisation (Radford et al.): conv weights N(0, 0.02), batch-norm scale N(1, 0.02).
-const CONV_INIT: Init = Init::Randn { mean: 0.0, stdev: 0.02 };
+const CONV_INIT: Init = Init::Randn {
+    mean: 0.0,
+    stdev: 0.02,
+};
 
-pub fn conv2d(vb: VarBuilder, cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Result<Conv2d> {
+pub fn conv2d(
+    vb: VarBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+) -> Result<Conv2d> {
     Ok(Conv2d {
         weight: vb.get_with_hints((cout, cin, k, k), "weight", CONV_INIT)?,
         bias: None,
@@ -57,7 +67,8 @@ impl BatchNorm2d {
     fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
         let unbiased = count as f64 / (count.max(2) - 1) as f64;
         let m = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (mean * BN_MOMENTUM)?)?;
-        let v = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (var * (BN_MOMENTUM * unbiased))?)?;
+        let v = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))?
+            + (var * (BN_MOMENTUM * unbiased))?)?;
         self.running_mean.set(&m)?;
         self.running_var.set(&v)
     }
@@ -67,27 +78,51 @@ impl ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         if !train {
-            let inv = (self.running_var.as_tensor() + BN_EPS as f64)?.sqrt()?.recip()?;
+            let inv = (self.running_var.as_tensor() + BN_EPS as f64)?
+                .sqrt()?
+                .recip()?;
             let scale = (&self.weight * &inv)?;
             let shift = (&self.bias - (self.running_mean.as_tensor() * &scale)?)?;
-            return x.broadcast_mul(&Self::per_channel(&scale)?)?.broadcast_add(&Self::per_channel(&shift)?);
+            return x
+                .broadcast_mul(&Self::per_channel(&scale)?)?
+                .broadcast_add(&Self::per_channel(&shift)?);
         }
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             let stats = BatchStats::default();
-            let op = BatchNormTrain { eps: BN_EPS, stats: stats.clone() };
+            let op = BatchNormTrain {
+                eps: BN_EPS,
+                stats: stats.clone(),
+            };
             let y = x.contiguous()?.apply_op3(&self.weight, &self.bias, op)?;
-            let (mean, var) = stats.lock().expect("batch stats lock poisoned").take().expect("forward sets stats");
+            let (mean, var) = stats
+                .lock()
+                .expect("batch stats lock poisoned")
+                .take()
+                .expect("forward sets stats");
             let dev = x.device();
-            self.update_running(&Tensor::from_vec(mean, c, dev)?, &Tensor::from_vec(var, c, dev)?, n * h * w)?;
+            self.update_running(
+                &Tensor::from_vec(mean, c, dev)?,
+                &Tensor::from_vec(var, c, dev)?,
+                n * h * w,
+            )?;
             return Ok(y);
         }
         // Other devices: the same computation from candle's differentiable ops.
         let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
         let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+        let var = xc
+            .sqr()?
+            .mean_keepdim(0)?
+            .mean_keepdim(2)?
+            .mean_keepdim(3)?;
         let y = xc.broadcast_div(&(&var + BN_EPS as f64)?.sqrt()?)?;
-        self.update_running(&mean.flatten_all()?.detach(), &var.flatten_all()?.detach(), n * h * w)?;
-        y.broadcast_mul(&Self::per_channel(&self.weight)?)?.broadcast_add(&Self::per_channel(&self.bias)?)
+        self.update_running(
+            &mean.flatten_all()?.detach(),
+            &var.flatten_all()?.detach(),
+            n * h * w,
+        )?;
+        y.broadcast_mul(&Self::per_channel(&self.weight)?)?
+            .broadcast_add(&Self::per_channel(&self.bias)?)
     }
 }
 
@@ -107,7 +142,9 @@ pub fn batch_norm(vb: VarBuilder, c: usize) -> Result<BatchNorm2d> {
 /// Number of stride-2 stages between `size` and the 4×4 bottleneck.
 fn pyramid_depth(size: usize) -> Result<usize> {
     if !size.is_power_of_two() || !(16..=1024).contains(&size) {
-        candle_core::bail!("image size {size} is not supported: use a power of two between 16 and 1024")
+        candle_core::bail!(
+            "image size {size} is not supported: use a power of two between 16 and 1024"
+        )
     }
     Ok(size.trailing_zeros() as usize - 2)
 }
@@ -122,7 +159,13 @@ pub struct DcEncoder {
 }
 
 impl DcEncoder {
-    pub fn new(vb: VarBuilder, size: usize, channels: usize, out: usize, width: usize) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        size: usize,
+        channels: usize,
+        out: usize,
+        width: usize,
+    ) -> Result<Self> {
         let depth = pyramid_depth(size)?;
         let first = conv2d(vb.pp("conv0"), channels, width, 4, 2, 1)?;
         let mut pyramid = Vec::new();
@@ -134,7 +177,11 @@ impl DcEncoder {
             c *= 2;
         }
         let last = conv2d(vb.pp("head"), c, out, 4, 1, 0)?;
-        Ok(Self { first, pyramid, last })
+        Ok(Self {
+            first,
+            pyramid,
+            last,
+        })
     }
 
     /// Activations before the last convolution: `[N, C, 4, 4]`. Discriminators use them for
@@ -168,7 +215,13 @@ pub struct DcDecoder {
 }
 
 impl DcDecoder {
-    pub fn new(vb: VarBuilder, size: usize, channels: usize, latent: usize, width: usize) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        size: usize,
+        channels: usize,
+        latent: usize,
+        width: usize,
+    ) -> Result<Self> {
         let depth = pyramid_depth(size)?;
         // Channels at 4×4 are `width · 2^(depth−1)`, halving at each doubling of the size.
         let mut c = width << (depth - 1);
@@ -268,7 +321,10 @@ mod tests {
             let z = enc.forward_t(&x, false).unwrap();
             assert_eq!(z.dims(), &[2, 100, 1, 1]);
             assert_eq!(enc.features_t(&x, false).unwrap().dims()[2..], [4, 4]);
-            assert_eq!(dec.forward_t(&z, false).unwrap().dims(), &[2, 3, size, size]);
+            assert_eq!(
+                dec.forward_t(&z, false).unwrap().dims(),
+                &[2, 3, size, size]
+            );
         }
     }
 
@@ -285,7 +341,10 @@ mod tests {
         let l = Tensor::new(&[0f32, 100.0, -100.0], &Device::Cpu).unwrap();
         // Target 1: ln 2, ~0, 100 → mean (0.693147 + 0 + 100) / 3.
         let v: f32 = bce_with_logits(&l, 1.0).unwrap().to_scalar().unwrap();
-        assert!((v - (std::f32::consts::LN_2 + 100.0) / 3.0).abs() < 1e-4, "{v}");
+        assert!(
+            (v - (std::f32::consts::LN_2 + 100.0) / 3.0).abs() < 1e-4,
+            "{v}"
+        );
     }
 
     #[test]
@@ -296,7 +355,11 @@ mod tests {
             DcEncoder::new(vb.pp("e"), 32, 1, 4, 4).unwrap();
             seeded_init(&vm, seed).unwrap();
             let d = vm.data().lock().unwrap();
-            d["e.conv0.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            d["e.conv0.weight"]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
         };
         assert_eq!(make(1), make(1));
         assert_ne!(make(1), make(2));

@@ -21,7 +21,12 @@ pub struct AdamConfig {
 impl Default for AdamConfig {
     /// The DCGAN/GANomaly setting.
     fn default() -> Self {
-        Self { lr: 2e-4, beta1: 0.5, beta2: 0.999, eps: 1e-8 }
+        Self {
+            lr: 2e-4,
+            beta1: 0.5,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
 }
 
@@ -50,23 +55,39 @@ impl InplaceOp2 for FusedAdam<'_> {
         "vigil-adam"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
         let (CpuStorage::F32(theta), CpuStorage::F32(grad)) = (s1, s2) else {
             candle_core::bail!("adam: only f32 parameters are supported")
         };
-        let (Some((t0, t1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+        let (Some((t0, t1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
             candle_core::bail!("adam: parameters and gradients must be contiguous")
         };
         let mut guard = self.moments.lock().expect("adam moments lock poisoned");
         let (m, v) = &mut *guard;
         let (theta, grad) = (&mut theta[t0..t1], &grad[g0..g1]);
         if theta.len() != grad.len() || m.len() != theta.len() {
-            candle_core::bail!("adam: gradient of {} values for a parameter of {}", grad.len(), theta.len())
+            candle_core::bail!(
+                "adam: gradient of {} values for a parameter of {}",
+                grad.len(),
+                theta.len()
+            )
         }
         let (b1, b2) = (self.cfg.beta1 as f32, self.cfg.beta2 as f32);
         let (step, eps) = ((self.cfg.lr / self.bc1) as f32, self.cfg.eps as f32);
         let inv_bc2 = (1.0 / self.bc2) as f32;
-        for (((t, &g), m), v) in theta.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+        for (((t, &g), m), v) in theta
+            .iter_mut()
+            .zip(grad)
+            .zip(m.iter_mut())
+            .zip(v.iter_mut())
+        {
             *m = b1 * *m + (1.0 - b1) * g;
             *v = b2 * *v + (1.0 - b2) * g * g;
             *t -= step * *m / ((*v * inv_bc2).sqrt() + eps);
@@ -94,7 +115,11 @@ impl Adam {
                 Ok((name, var, moments))
             })
             .collect::<Result<_>>()?;
-        Ok(Self { cfg, params, step: 0 })
+        Ok(Self {
+            cfg,
+            params,
+            step: 0,
+        })
     }
 
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
@@ -106,7 +131,15 @@ impl Adam {
             let Some(g) = grads.get(theta) else { continue };
             match moments {
                 Moments::Cpu(mv) => {
-                    theta.inplace_op2(&g.contiguous()?, &FusedAdam { moments: mv, cfg: c, bc1, bc2 })?;
+                    theta.inplace_op2(
+                        &g.contiguous()?,
+                        &FusedAdam {
+                            moments: mv,
+                            cfg: c,
+                            bc1,
+                            bc2,
+                        },
+                    )?;
                 }
                 Moments::Device(m, v) => {
                     let m_new = ((m.as_tensor() * c.beta1)? + (g * (1.0 - c.beta1))?)?;
@@ -165,13 +198,24 @@ impl Adam {
         Ok((out, self.step))
     }
 
-    pub fn load_state(&mut self, prefix: &str, tensors: &HashMap<String, Tensor>, step: u64) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        prefix: &str,
+        tensors: &HashMap<String, Tensor>,
+        step: u64,
+    ) -> Result<()> {
         for (name, theta, moments) in &self.params {
             let get = |kind: &str| -> Result<&Tensor> {
                 let key = format!("{prefix}.{kind}.{name}");
-                let t = tensors.get(&key).ok_or_else(|| candle_core::Error::Msg(format!("optimizer state has no tensor {key}")))?;
+                let t = tensors.get(&key).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("optimizer state has no tensor {key}"))
+                })?;
                 if t.shape() != theta.shape() {
-                    candle_core::bail!("optimizer state {key} has shape {:?}, expected {:?}", t.dims(), theta.dims())
+                    candle_core::bail!(
+                        "optimizer state {key} has shape {:?}, expected {:?}",
+                        t.dims(),
+                        theta.dims()
+                    )
                 }
                 Ok(t)
             };
@@ -199,7 +243,10 @@ mod tests {
     use candle_core::Device;
 
     fn quad_step(opt: &mut Adam, x: &Var) {
-        let loss = (x.as_tensor().sqr().unwrap() * 0.5).unwrap().sum_all().unwrap();
+        let loss = (x.as_tensor().sqr().unwrap() * 0.5)
+            .unwrap()
+            .sum_all()
+            .unwrap();
         opt.step(&loss.backward().unwrap()).unwrap();
     }
 
@@ -207,12 +254,18 @@ mod tests {
     /// restored state continues identically.
     #[test]
     fn first_step_moves_by_lr_times_sign_and_state_roundtrips() {
-        let cfg = AdamConfig { lr: 0.1, ..Default::default() };
+        let cfg = AdamConfig {
+            lr: 0.1,
+            ..Default::default()
+        };
         let x = Var::new(&[1f32, -2.0], &Device::Cpu).unwrap();
         let mut opt = Adam::new(vec![("x".into(), x.clone())], cfg).unwrap();
         quad_step(&mut opt, &x);
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
-        assert!((v[0] - 0.9).abs() < 1e-5 && (v[1] + 1.9).abs() < 1e-5, "{v:?}");
+        assert!(
+            (v[0] - 0.9).abs() < 1e-5 && (v[1] + 1.9).abs() < 1e-5,
+            "{v:?}"
+        );
 
         let (state, step) = opt.state("g").unwrap();
         assert_eq!(step, 1);
@@ -221,13 +274,21 @@ mod tests {
         opt2.load_state("g", &state, step).unwrap();
         quad_step(&mut opt, &x);
         quad_step(&mut opt2, &y);
-        assert_eq!(x.as_tensor().to_vec1::<f32>().unwrap(), y.as_tensor().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            x.as_tensor().to_vec1::<f32>().unwrap(),
+            y.as_tensor().to_vec1::<f32>().unwrap()
+        );
     }
 
     /// The fused CPU update equals the textbook formula over several steps.
     #[test]
     fn fused_update_matches_reference_formula() {
-        let cfg = AdamConfig { lr: 0.01, beta1: 0.9, beta2: 0.99, eps: 1e-8 };
+        let cfg = AdamConfig {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+        };
         let x = Var::new(&[0.5f32, -3.0, 2.0], &Device::Cpu).unwrap();
         let mut opt = Adam::new(vec![("x".into(), x.clone())], cfg).unwrap();
         let (mut t, mut m, mut v) = ([0.5f64, -3.0, 2.0], [0f64; 3], [0f64; 3]);

@@ -58,8 +58,11 @@ impl GaussianSmoother {
         let dev = map.device();
         let rows = Tensor::new(reflect_indices(h, self.radius), dev)?;
         let cols = Tensor::new(reflect_indices(w, self.radius), dev)?;
-        let m = map.index_select(&rows, 2)?.conv2d(&self.vertical, 0, 1, 1, 1)?;
-        m.index_select(&cols, 3)?.conv2d(&self.horizontal, 0, 1, 1, 1)
+        let m = map
+            .index_select(&rows, 2)?
+            .conv2d(&self.vertical, 0, 1, 1, 1)?;
+        m.index_select(&cols, 3)?
+            .conv2d(&self.horizontal, 0, 1, 1, 1)
     }
 }
 
@@ -77,13 +80,25 @@ mod tests {
         let dev = Device::Cpu;
         let s = GaussianSmoother::new(1.0, 16, &dev).unwrap();
         let c = Tensor::full(0.7f32, (1, 1, 16, 16), &dev).unwrap();
-        let out = s.apply(&c).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let out = s
+            .apply(&c)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert!(out.iter().all(|v| (v - 0.7).abs() < 1e-5));
 
         let mut d = vec![0f32; 256];
         d[8 * 16 + 8] = 1.0;
         let d = Tensor::from_vec(d, (1, 1, 16, 16), &dev).unwrap();
-        let out = s.apply(&d).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let out = s
+            .apply(&d)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let k = kernel1d(1.0);
         let r = k.len() / 2;
         assert!((out[8 * 16 + 8] - k[r] * k[r]).abs() < 1e-6);
@@ -93,7 +108,9 @@ mod tests {
 
     #[test]
     fn too_wide_a_kernel_is_a_clear_error() {
-        let err = GaussianSmoother::new(4.0, 8, &Device::Cpu).unwrap_err().to_string();
+        let err = GaussianSmoother::new(4.0, 8, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--sigma"), "{err}");
     }
 }
