@@ -10,7 +10,7 @@ use vigil_shared::metrics;
 use crate::bundle::LoadedModel;
 use crate::data::{Dataset, Sample};
 use crate::report::{self, Tile};
-use crate::train::{batch_tensor, score_samples};
+use crate::train::{preview_tiles, score_samples};
 
 /// The JSON object `vigil eval` prints (field names are fixed by DESIGN.md).
 #[derive(Debug, Clone, Serialize)]
@@ -152,7 +152,7 @@ fn overlay_grid(
     device: &Device,
 ) -> Result<()> {
     let m = &model.manifest;
-    let (size, channels) = (m.input.height, m.input.channels);
+    let size = m.input.height;
     let mut anomalous: Vec<usize> = (0..test.len()).filter(|&i| test[i].anomalous).collect();
     anomalous.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     // A spread of defects (strongest first, then every k-th) rather than only the easiest.
@@ -160,29 +160,15 @@ fn overlay_grid(
     let mut chosen: Vec<usize> = anomalous.iter().step_by(stride).take(6).copied().collect();
     chosen.extend((0..test.len()).filter(|&i| !test[i].anomalous).take(2));
     let refs: Vec<&Sample> = chosen.iter().map(|&i| &test[i]).collect();
-    let x = batch_tensor(&refs, channels, size, device)?;
-    let inf = model.detector.infer(&x)?;
-    let recon = inf.reconstruction.flatten_from(1)?.to_vec2::<f32>()?;
-    let maps = inf.map.flatten_from(1)?.to_vec2::<f32>()?;
-    let hi = maps
-        .iter()
-        .flatten()
-        .copied()
-        .fold(f32::MIN, f32::max)
-        .max(1e-6);
     let with_masks = refs.iter().any(|s| s.mask.is_some());
-    let rows: Vec<Vec<Tile>> = refs
-        .iter()
-        .zip(recon.iter().zip(&maps))
-        .map(|(s, (r, map))| {
-            let input = Tile::from_chw(&s.image, channels, size, size, (-1.0, 1.0));
-            let mut row = vec![
-                input.clone(),
-                Tile::from_chw(r, channels, size, size, (-1.0, 1.0)),
-                Tile::overlay(&input, map, 0.0, hi, 0.5),
-            ];
+    let empty = vec![false; size * size];
+    let rows: Vec<Vec<Tile>> = preview_tiles(model.detector.as_ref(), &refs, device)?
+        .into_iter()
+        .zip(&refs)
+        .map(|(p, s)| {
+            let overlay = Tile::overlay(&p.input, &p.map, 0.0, p.map_max, 0.5);
+            let mut row = vec![p.input, p.reconstruction, overlay];
             if with_masks {
-                let empty = vec![false; size * size];
                 row.push(Tile::mask(s.mask.as_deref().unwrap_or(&empty), size, size));
             }
             row

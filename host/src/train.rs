@@ -307,24 +307,14 @@ fn write_epoch_plots(
     )?;
 
     let cfg = detector.config();
-    let x = batch_tensor(preview, cfg.channels, cfg.size, device)?;
-    let inf = detector.infer(&x)?;
-    let recon = inf.reconstruction.flatten_from(1)?.to_vec2::<f32>()?;
-    let maps = inf.map.flatten_from(1)?.to_vec2::<f32>()?;
-    let hi = maps
-        .iter()
-        .flatten()
-        .copied()
-        .fold(f32::MIN, f32::max)
-        .max(1e-6);
-    let rows: Vec<Vec<Tile>> = preview
-        .iter()
-        .zip(recon.iter().zip(&maps))
-        .map(|(s, (r, m))| {
-            let input = Tile::from_chw(&s.image, cfg.channels, cfg.size, cfg.size, (-1.0, 1.0));
-            let rec = Tile::from_chw(r, cfg.channels, cfg.size, cfg.size, (-1.0, 1.0));
-            let heat = Tile::heatmap(m, cfg.size, cfg.size, 0.0, hi);
-            vec![input, rec, heat]
+    let rows: Vec<Vec<Tile>> = preview_tiles(detector, preview, device)?
+        .into_iter()
+        .map(|p| {
+            vec![
+                p.input,
+                p.reconstruction,
+                Tile::heatmap(&p.map, cfg.size, cfg.size, 0.0, p.map_max),
+            ]
         })
         .collect();
     let scale = (128 / cfg.size as u32).max(1);
@@ -334,6 +324,43 @@ fn write_epoch_plots(
         &["input", "reconstruction", "anomaly map"],
         scale,
     )
+}
+
+/// One sample as shown in reports: input, reconstruction, and its anomaly map with the largest
+/// map value of the whole set (so all rows share one colour scale).
+pub struct PreviewTile {
+    pub input: Tile,
+    pub reconstruction: Tile,
+    pub map: Vec<f32>,
+    pub map_max: f32,
+}
+
+pub fn preview_tiles(
+    detector: &dyn Detector,
+    samples: &[&Sample],
+    device: &Device,
+) -> Result<Vec<PreviewTile>> {
+    let cfg = detector.config();
+    let (c, s) = (cfg.channels, cfg.size);
+    let inf = detector.infer(&batch_tensor(samples, c, s, device)?)?;
+    let recon = inf.reconstruction.flatten_from(1)?.to_vec2::<f32>()?;
+    let maps = inf.map.flatten_from(1)?.to_vec2::<f32>()?;
+    let map_max = maps
+        .iter()
+        .flatten()
+        .copied()
+        .fold(f32::MIN, f32::max)
+        .max(1e-6);
+    Ok(samples
+        .iter()
+        .zip(recon.iter().zip(maps))
+        .map(|(smp, (r, map))| PreviewTile {
+            input: Tile::from_chw(&smp.image, c, s, s, (-1.0, 1.0)),
+            reconstruction: Tile::from_chw(r, c, s, s, (-1.0, 1.0)),
+            map,
+            map_max,
+        })
+        .collect())
 }
 
 /// UTC now as RFC 3339 with seconds, without a date-time dependency.

@@ -255,26 +255,11 @@ impl Module for ConvTranspose2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use crate::testutil::{assert_same_fwd_bwd, randn};
+    use candle_core::Var;
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
-        let mut r = vigil_shared::rng::Rng::new(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| r.normal()).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
+        randn(shape, seed, 0.0)
     }
 
     /// Forward and both gradients equal candle's reference kernels.
@@ -295,24 +280,7 @@ mod tests {
             };
             let ours = conv.forward(x.as_tensor()).unwrap();
             let theirs = x.as_tensor().conv2d(w.as_tensor(), p, s, 1, 1).unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            assert!(max_diff(&ours, &theirs) < 1e-4);
-            // A non-uniform loss so the gradients are not symmetric.
-            let probe = rand(ours.dims(), 3);
-            let g1 = (&ours * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g2 = (&theirs * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-3);
-            assert!(max_diff(g1.get(&w).unwrap(), g2.get(&w).unwrap()) < 1e-3);
+            assert_same_fwd_bwd(&ours, &theirs, &[&x, &w], 1e-4, 1e-3);
         }
     }
 
@@ -336,23 +304,7 @@ mod tests {
                 .as_tensor()
                 .conv_transpose2d(w.as_tensor(), p, 0, s, 1)
                 .unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            assert!(max_diff(&ours, &theirs) < 1e-4);
-            let probe = rand(ours.dims(), 6);
-            let g1 = (&ours * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g2 = (&theirs * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-3);
-            assert!(max_diff(g1.get(&w).unwrap(), g2.get(&w).unwrap()) < 1e-3);
+            assert_same_fwd_bwd(&ours, &theirs, &[&x, &w], 1e-4, 1e-3);
         }
     }
 

@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+/// Elements per parallel task for elementwise kernels: large enough to amortise scheduling.
+pub(crate) const CHUNK: usize = 1 << 15;
+
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(d) = s else {
         candle_core::bail!("{op}: only f32 is supported")
@@ -36,7 +39,14 @@ impl CustomOp1 for LeakyRelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
         let a = self.0;
-        let y = x.iter().map(|&v| if v > 0.0 { v } else { a * v }).collect();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| {
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = if v > 0.0 { v } else { a * v };
+                }
+            });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -270,28 +280,8 @@ impl CustomOp3 for BatchNormGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var, D};
-
-    fn rand(shape: &[usize], seed: u64, offset: f32) -> Tensor {
-        let mut r = vigil_shared::rng::Rng::new(seed);
-        let v: Vec<f32> = (0..shape.iter().product::<usize>())
-            .map(|_| r.normal() + offset)
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::testutil::{assert_same_fwd_bwd, randn as rand};
+    use candle_core::{Var, D};
 
     /// Reference: batch norm from candle's differentiable ops.
     fn reference(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> Tensor {
@@ -326,24 +316,7 @@ mod tests {
             .apply_op3(g.as_tensor(), b.as_tensor(), op.clone())
             .unwrap();
         let theirs = reference(x.as_tensor(), g.as_tensor(), b.as_tensor(), 1e-5);
-        assert!(max_diff(&ours, &theirs) < 1e-4);
-        let probe = rand(&[4, 3, 5, 5], 4, 0.0);
-        let g1 = (&ours * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (&theirs * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for v in [&x, &g, &b] {
-            let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
-            assert!(d < 1e-3, "gradient differs by {d}");
-        }
+        assert_same_fwd_bwd(&ours, &theirs, &[&x, &g, &b], 1e-4, 1e-3);
         let (mean, var) = op.stats.lock().unwrap().clone().unwrap();
         assert_eq!((mean.len(), var.len()), (3, 3));
         assert!((mean[0] - 2.0).abs() < 0.5 && (var[0] - 1.0).abs() < 0.5);
@@ -354,20 +327,6 @@ mod tests {
         let x = Var::from_tensor(&rand(&[2, 3, 4, 4], 5, 0.0)).unwrap();
         let ours = leaky_relu(x.as_tensor(), 0.2).unwrap();
         let theirs = candle_nn::ops::leaky_relu(x.as_tensor(), 0.2).unwrap();
-        assert!(max_diff(&ours, &theirs) < 1e-6);
-        let probe = rand(&[2, 3, 4, 4], 6, 0.0);
-        let g1 = (&ours * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (&theirs * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-6);
+        assert_same_fwd_bwd(&ours, &theirs, &[&x], 1e-6, 1e-6);
     }
 }

@@ -12,6 +12,8 @@ pub mod ganomaly;
 pub mod layers;
 pub mod optim;
 pub mod smoothing;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use detector::{build, Detector, DetectorKind, Inference, ModelConfig};
 

@@ -9,6 +9,9 @@ use std::sync::Mutex;
 
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor, Var};
+use rayon::prelude::*;
+
+use crate::fused::CHUNK;
 
 #[derive(Clone, Copy, Debug)]
 pub struct AdamConfig {
@@ -82,16 +85,22 @@ impl InplaceOp2 for FusedAdam<'_> {
         let (b1, b2) = (self.cfg.beta1 as f32, self.cfg.beta2 as f32);
         let (step, eps) = ((self.cfg.lr / self.bc1) as f32, self.cfg.eps as f32);
         let inv_bc2 = (1.0 / self.bc2) as f32;
-        for (((t, &g), m), v) in theta
-            .iter_mut()
-            .zip(grad)
-            .zip(m.iter_mut())
-            .zip(v.iter_mut())
-        {
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *t -= step * *m / ((*v * inv_bc2).sqrt() + eps);
-        }
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(grad.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+            .for_each(|((theta, grad), (m, v))| {
+                for (((t, &g), m), v) in theta
+                    .iter_mut()
+                    .zip(grad)
+                    .zip(m.iter_mut())
+                    .zip(v.iter_mut())
+                {
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *t -= step * *m / ((*v * inv_bc2).sqrt() + eps);
+                }
+            });
         Ok(())
     }
 }
