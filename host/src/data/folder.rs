@@ -13,7 +13,7 @@ use image::{DynamicImage, ImageReader};
 use rayon::prelude::*;
 
 use super::imageops::{mask_from_u8, to_model_input};
-use super::{bmp, holdout_tenth, DataError, LoadOptions, Sample};
+use super::{holdout_tenth, DataError, LoadOptions, Sample};
 
 const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
 
@@ -35,23 +35,6 @@ fn decode(path: &Path) -> Result<Decoded, DataError> {
         path: path.to_path_buf(),
         reason,
     };
-    let is_bmp = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("bmp"));
-    if is_bmp {
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let (width, height, pixels) = bmp::decode(&bytes).map_err(decode_err)?;
-        return Ok(Decoded {
-            width,
-            height,
-            channels: 3,
-            pixels,
-        });
-    }
     let reader = ImageReader::open(path)
         .map_err(|source| DataError::Io {
             path: path.to_path_buf(),

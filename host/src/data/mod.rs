@@ -9,7 +9,6 @@
 //! Every image comes out at the model size (`image_size`², `channels` 1 or 3) as CHW planar
 //! `f32` in [-1, 1]; masks come out at the same size.
 
-mod bmp;
 mod error;
 pub mod fmnist;
 pub mod folder;

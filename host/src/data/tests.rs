@@ -439,9 +439,12 @@ fn folder_reads_bmp_and_grey_to_rgb() {
     let good = dir.path().join("train/good");
     std::fs::create_dir_all(&good).unwrap();
     let rgb: Vec<u8> = (0..8 * 8 * 3).map(|i| (i % 251) as u8).collect();
-    std::fs::write(
+    image::save_buffer(
         good.join("a.bmp"),
-        super::bmp::tests_support::encode24(8, 8, &rgb),
+        &rgb,
+        8,
+        8,
+        image::ExtendedColorType::Rgb8,
     )
     .unwrap();
     image::save_buffer(
