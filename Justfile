@@ -12,3 +12,11 @@ fmnist class="1" epochs="2":
 # GANomaly training throughput, Candle vs PyTorch (CPU, 32², batch 64) in one run; see docs/benchmarks.md.
 bench-train steps="20" warmup="3":
     bash bench/bench-train.sh {{steps}} {{warmup}}
+
+# Appliance scoring loop: 30 fps for 60 s with a 64² model; deadline misses, p50/p99 per stage, overhead (docs/benchmarks.md).
+bench-loop fps="30" seconds="60":
+    bash bench/bench-loop.sh {{fps}} {{seconds}}
+
+# Scoring speed, tract vs onnxruntime, f32 and int8, batch 1 and 8, 1 and 2 threads; see docs/benchmarks.md.
+bench-infer bundle="runs/bench-infer" iters="200":
+    bash bench/bench-infer.sh {{bundle}} {{iters}}

@@ -8,3 +8,7 @@
 //! - `config`: `vigild.toml` and its flags.
 
 pub mod backend;
+pub mod capture;
+pub mod config;
+pub mod pipeline;
+pub mod publish;

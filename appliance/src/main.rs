@@ -1,15 +1,24 @@
-//! `vigild`: the Vigil appliance daemon.
+//! `vigild`: the Vigil appliance daemon — capture → score → publish.
 //!
-//! This first version checks a model bundle the way the scoring loop will load it (manifest
-//! schema and fields, checksums of every listed file) and reports what it would run. Capture,
-//! scoring and MQTT publishing build on this (see docs/architecture.md).
+//! `vigild --config vigild.toml` (every field also a flag), `--print-config` to show the
+//! effective configuration, `--check` to verify a bundle and exit. SIGINT/SIGTERM stop it
+//! cleanly; `--frames N` stops after N scored frames.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Parser;
+use vigil_appliance::backend::tract::{TractBackend, TractOptions};
+use vigil_appliance::backend::Backend;
+use vigil_appliance::capture;
+use vigil_appliance::config::{self, BackendKind, Config, Settings, SourceSpec};
+use vigil_appliance::pipeline::{Pipeline, PipelineOptions, Results, Telemetry, STAGES};
+use vigil_appliance::publish::{self, PublishConfig, Publisher};
 use vigil_shared::manifest::Manifest;
+use vigil_shared::messages::ModelRef;
 
 #[derive(Parser)]
 #[command(
@@ -18,37 +27,268 @@ use vigil_shared::manifest::Manifest;
     about = "Vigil appliance: score camera frames with a model bundle and publish results"
 )]
 struct Cli {
-    /// Model bundle directory (manifest.json, weights, ONNX files), as written by `vigil train`.
-    #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    /// Configuration file (TOML); flags override its fields.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Verify the bundle (schema, fields, sha256 of every file) and exit.
     #[arg(long)]
     check: bool,
+    #[command(flatten)]
+    settings: Settings,
 }
 
-fn run(cli: Cli) -> Result<()> {
-    let manifest = Manifest::load(&cli.model)?;
-    for f in &manifest.files {
-        manifest.verify_file(&cli.model, &f.name)?;
+/// Set by SIGINT/SIGTERM; the loops poll it.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
     }
-    let i = &manifest.input;
-    println!(
+}
+
+fn check_bundle(dir: &Path) -> Result<Manifest> {
+    let manifest = Manifest::load(dir)?;
+    for f in &manifest.files {
+        manifest.verify_file(dir, &f.name)?;
+    }
+    Ok(manifest)
+}
+
+fn describe_bundle(dir: &Path, m: &Manifest) -> String {
+    let i = &m.input;
+    format!(
         "{}: {} detector, input {}×{}×{} in [{}, {}], score {} (threshold {}), {} file(s) verified",
-        cli.model.display(),
-        manifest.detector,
+        dir.display(),
+        m.detector,
         i.channels,
         i.height,
         i.width,
         i.range[0],
         i.range[1],
-        manifest.score.name,
-        manifest.normalisation.threshold,
-        manifest.files.len()
+        m.score.name,
+        m.normalisation.threshold,
+        m.files.len()
+    )
+}
+
+fn open_backend(cfg: &Config, manifest: &Manifest) -> Result<Box<dyn Backend>> {
+    match cfg.backend {
+        BackendKind::Gpu => bail!(
+            "field `backend` = \"gpu\": the GPU backend is not in this build; use backend = \"tract\""
+        ),
+        BackendKind::Tract => {
+            let b = TractBackend::load(&cfg.model, &TractOptions::default())
+                .with_context(|| format!("{}: cannot load the model", cfg.model.display()))?;
+            let _ = manifest;
+            Ok(Box::new(b))
+        }
+    }
+}
+
+/// Model id and ONNX checksum carried by every result.
+fn model_ref(m: &Manifest) -> ModelRef {
+    let onnx = m
+        .files
+        .iter()
+        .find(|f| f.name.ends_with(".onnx"))
+        .or(m.files.first());
+    ModelRef {
+        id: format!(
+            "{}-{}x{}-{}",
+            m.detector,
+            m.input.height,
+            m.input.width,
+            onnx.map_or("f32", |f| f.precision.as_str())
+        ),
+        sha256: onnx.map(|f| f.sha256.clone()).unwrap_or_default(),
+    }
+}
+
+/// Without a broker: one JSON result per line on stdout (batch runs, the VM test's serial
+/// console, piping into other tools).
+fn spawn_stdout_sink(results: Results, model: ModelRef) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let out = std::io::stdout();
+        let mut n = 0;
+        while let Some(r) = results.recv() {
+            let msg = r.to_message(&model);
+            drop(r);
+            let mut lock = out.lock();
+            if let Ok(line) = serde_json::to_string(&msg) {
+                // A closed pipe ends the output, not the scoring.
+                if writeln!(lock, "{line}").and_then(|_| lock.flush()).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        n
+    })
+}
+
+enum Sink {
+    Stdout(std::thread::JoinHandle<u64>),
+    Mqtt(Publisher),
+}
+
+/// Where `--embedded-broker` listens: the `broker` address (an IP or localhost), else
+/// 127.0.0.1:1883.
+fn embedded_addr(cfg: &Config) -> Result<std::net::SocketAddr> {
+    let Some(b) = &cfg.mqtt.broker else {
+        return Ok(([127, 0, 0, 1], config::MQTT_PORT).into());
+    };
+    let host = if b.host == "localhost" {
+        "127.0.0.1"
+    } else {
+        b.host.as_str()
+    };
+    let ip: std::net::IpAddr = host.parse().with_context(|| {
+        format!(
+            "field `broker` = \"{b}\": the embedded broker listens on an IP address or localhost"
+        )
+    })?;
+    Ok((ip, b.port).into())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let file = match &cli.config {
+        Some(p) => config::read_file(p)?,
+        None => Settings::default(),
+    };
+    if cli.check {
+        let model = cli
+            .settings
+            .model
+            .clone()
+            .or(file.model.clone())
+            .context("--check needs --model DIR (or `model` in the config file)")?;
+        let m = check_bundle(&model)?;
+        println!("{}", describe_bundle(&model, &m));
+        return Ok(());
+    }
+    let cfg = cli.settings.resolve(&file, cli.config.as_deref())?;
+    if cli.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    install_signal_handlers();
+
+    let manifest = check_bundle(&cfg.model)?;
+    eprintln!("vigild: {}", describe_bundle(&cfg.model, &manifest));
+    let mqtt = cfg.mqtt.broker.is_some() || cfg.mqtt.embedded_broker;
+    if cfg.mqtt.embedded_broker {
+        let addr = embedded_addr(&cfg)?;
+        let b = publish::start_embedded_broker_on(addr)?;
+        eprintln!("vigild: embedded MQTT broker on mqtt://{}", b.addr);
+    }
+    // The source first: a missing camera or folder is reported before the model loads.
+    let source = capture::open(&cfg, manifest.input.channels)?;
+    eprintln!("vigild: source {}", source.describe());
+    let backend = open_backend(&cfg, &manifest)?;
+    let geometry = source.geometry();
+    let lockstep = cfg.fps == 0.0 && !matches!(cfg.source, SourceSpec::V4l(_));
+    let cap = capture::spawn(source, lockstep).context("cannot start the capture thread")?;
+    let telemetry = Arc::new(Telemetry::new(cap.stats.clone()));
+    let (mut pipeline, results) = Pipeline::new(
+        backend,
+        PipelineOptions {
+            budget: cfg.budget,
+            roi: cfg.roi,
+            masks: cfg.mqtt.masks,
+            source: geometry,
+        },
+        telemetry.clone(),
+    )?;
+    eprintln!(
+        "vigild: warm-up {:.1} ms; budget {:.1} ms per frame{}",
+        pipeline.warmup.as_secs_f64() * 1000.0,
+        cfg.budget.as_secs_f64() * 1000.0,
+        if lockstep { " (unpaced replay)" } else { "" }
     );
-    if !cli.check {
-        anyhow::bail!("the scoring loop is not part of this build yet: only --check is available");
+    let sink = if mqtt {
+        let pc = PublishConfig::from_mqtt(&cfg.mqtt, model_ref(&manifest))?;
+        Sink::Mqtt(Publisher::start_for_pipeline(
+            pc,
+            results,
+            telemetry.clone(),
+        )?)
+    } else {
+        Sink::Stdout(spawn_stdout_sink(results, model_ref(&manifest)))
+    };
+
+    let scored = pipeline.run(&cap.mailbox, &STOP, cfg.frames);
+    let capture_result = cap.stop();
+    drop(pipeline); // closes the result channel: the sink drains and ends
+    let published = match sink {
+        Sink::Stdout(t) => t.join().unwrap_or(0),
+        // Publishes what is queued, then the retained `stopped` status.
+        Sink::Mqtt(p) => p.shutdown()?.published,
+    };
+    summary(&telemetry, published);
+    let scored = scored?;
+    capture_result?;
+    if let Some(n) = cfg.frames {
+        if scored < n && !STOP.load(Ordering::Relaxed) {
+            bail!("the source ended after {scored} of {n} frames");
+        }
     }
     Ok(())
+}
+
+fn summary(t: &Telemetry, published: u64) {
+    let h = t.totals();
+    let c = t.capture.counts();
+    let mut line = format!(
+        "vigild: {} frames scored, {} results written, deadline misses {}, dropped {} (+{} drained), \
+         queue full {}, frame errors {}, capture timeouts {}, reopens {}, capture errors {}; ms p50/p99:",
+        t.frames.load(Ordering::Relaxed),
+        published,
+        t.deadline_misses.load(Ordering::Relaxed),
+        c.dropped,
+        c.drained,
+        t.queue_full.load(Ordering::Relaxed),
+        t.frame_errors.load(Ordering::Relaxed),
+        c.timeouts,
+        c.reopens,
+        c.errors
+    );
+    let mut stages = serde_json::Map::new();
+    for s in STAGES {
+        line += &format!(" {} {:.3}/{:.3}", s.name(), h.ms(s, 0.5), h.ms(s, 0.99));
+        stages.insert(
+            s.name().into(),
+            serde_json::json!({"p50": h.ms(s, 0.5), "p99": h.ms(s, 0.99), "max": h.ms(s, 1.0),
+                               "mean": h.get(s).mean() / 1000.0}),
+        );
+    }
+    eprintln!("{line}");
+    // The same figures as one JSON line, for scripts (bench/bench-loop.sh).
+    let json = serde_json::json!({
+        "frames": t.frames.load(Ordering::Relaxed),
+        "results": published,
+        "seconds": t.started.elapsed().as_secs_f64(),
+        "deadline_misses": t.deadline_misses.load(Ordering::Relaxed),
+        "dropped_frames": c.dropped,
+        "drained_frames": c.drained,
+        "queue_full": t.queue_full.load(Ordering::Relaxed),
+        "frame_errors": t.frame_errors.load(Ordering::Relaxed),
+        "capture_timeouts": c.timeouts,
+        "reopens": c.reopens,
+        "capture_errors": c.errors,
+        "latency_ms": stages,
+    });
+    eprintln!("vigild: summary {json}");
 }
 
 fn main() -> ExitCode {

@@ -4,5 +4,6 @@
 pub mod bundle;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod report;
 pub mod train;

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use vigil_host::data::{self, DataSpec, LoadOptions};
-use vigil_host::{bundle, eval, train};
+use vigil_host::{bundle, eval, export, train};
 use vigil_models::DetectorKind;
 use vigil_shared::synth::SurfaceKind;
 
@@ -31,6 +31,25 @@ enum Command {
     Eval(EvalArgs),
     /// Write a procedural dataset of textured parts with defects and exact masks (MVTec AD layout).
     Synth(SynthArgs),
+    /// Write the bundle's scorer as ONNX (model.onnx, and model.int8.onnx with --quantize int8)
+    /// and record the files in its manifest.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Bundle directory written by `vigil train`.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Also write an int8 graph (model.int8.onnx): `int8`.
+    #[arg(long, value_parser = ["int8"])]
+    quantize: Option<String>,
+    /// Normal training images (from the manifest's training.data) to calibrate int8 ranges on.
+    #[arg(long, default_value_t = 256, requires = "quantize")]
+    calibration: usize,
+    /// Directory of the Fashion-MNIST IDX files (see `vigil train --help`).
+    #[arg(long, env = "VIGIL_DATA", value_name = "DIR")]
+    data_root: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -242,6 +261,18 @@ fn run(cli: Cli) -> Result<()> {
             let dataset = data::load(&spec, &opts)?;
             let result = eval::evaluate(&model, &dataset, a.report.as_deref(), &device)?;
             println!("{}", serde_json::to_string(&result)?);
+        }
+        Command::Export(a) => {
+            let summary = export::export(
+                &a.model,
+                &export::ExportOptions {
+                    int8_calibration: a.quantize.is_some().then_some(a.calibration),
+                    data_root: a.data_root,
+                },
+            )?;
+            for (path, sha) in summary.files {
+                eprintln!("wrote {} (sha256 {sha})", path.display());
+            }
         }
         Command::Synth(a) => {
             let summary = data::write_synthetic_folder(

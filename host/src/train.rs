@@ -108,7 +108,15 @@ pub fn calibrate(val_scores: &[f32], q: f64) -> Result<Normalisation> {
 pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
     let kind = opts.detector;
     if !kind.implemented() {
-        bail!("--detector {kind}: not available in this build yet (available: ganomaly)");
+        bail!(
+            "--detector {kind}: not available in this build yet (available: {})",
+            DetectorKind::ALL
+                .iter()
+                .filter(|k| k.implemented())
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     let score = match &opts.score {
         Some(s) if kind.scores().contains(&s.as_str()) => s.clone(),
@@ -202,6 +210,7 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         Rng::new(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)).shuffle(&mut order);
         let bar = progress_bar(opts.progress, steps_per_epoch, epoch, opts.epochs);
         let mut epoch_losses: BTreeMap<&'static str, (f64, usize)> = BTreeMap::new();
+        detector.begin_epoch(epoch, opts.epochs);
         for step in 0..steps_per_epoch {
             let idx = &order[step * opts.batch..(step + 1) * opts.batch];
             let refs: Vec<&Sample> = idx.iter().map(|&i| &data.train[i]).collect();

@@ -7,6 +7,12 @@ use std::str::FromStr;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
+use crate::alad::Alad;
+use crate::anogan::AnoGan;
+use crate::egbad::Egbad;
+use crate::fanogan::FAnoGan;
+use crate::gaae::Gaae;
+use crate::wild::Wild;
 use crate::{ganomaly::Ganomaly, ModelError};
 
 /// The detector family (DESIGN.md). Names are what `--detector` and the bundle manifest use.
@@ -47,13 +53,24 @@ impl DetectorKind {
     /// Scores the detector can produce; the first is its default.
     pub fn scores(self) -> &'static [&'static str] {
         match self {
+            Self::AnoGan => AnoGan::SCORES,
+            Self::Egbad => Egbad::SCORES,
             Self::Ganomaly => Ganomaly::SCORES,
-            _ => &[],
+            Self::Alad => Alad::SCORES,
+            Self::FAnoGan => FAnoGan::SCORES,
+            Self::Gaae => Gaae::SCORES,
+            Self::Wild => Wild::SCORES,
         }
     }
 
     pub fn implemented(self) -> bool {
-        matches!(self, Self::Ganomaly)
+        true
+    }
+
+    /// Scoring runs an iterative latent search (gradients at test time): slow, and not a
+    /// feed-forward graph, so it cannot be exported (AnoGAN).
+    pub fn needs_search(self) -> bool {
+        matches!(self, Self::AnoGan)
     }
 }
 
@@ -118,6 +135,9 @@ pub trait Detector {
     fn infer(&self, x: &Tensor) -> Result<Inference, ModelError>;
     fn optimizer_state(&self) -> Result<OptimizerState, ModelError>;
     fn load_optimizer_state(&mut self, state: &OptimizerState) -> Result<(), ModelError>;
+    /// Called by the training loop before epoch `epoch` (0-based) of `total`: detectors that
+    /// train in phases (f-AnoGAN) switch here. Default: nothing.
+    fn begin_epoch(&mut self, _epoch: usize, _total: usize) {}
 }
 
 /// A freshly initialised detector of the given kind.
@@ -128,6 +148,11 @@ pub fn build(
 ) -> Result<Box<dyn Detector>, ModelError> {
     match kind {
         DetectorKind::Ganomaly => Ok(Box::new(Ganomaly::new(cfg, Default::default(), device)?)),
-        other => Err(ModelError::NotImplemented(other.name())),
+        DetectorKind::AnoGan => Ok(Box::new(AnoGan::new(cfg, device)?)),
+        DetectorKind::Egbad => Ok(Box::new(Egbad::new(cfg, device)?)),
+        DetectorKind::Alad => Ok(Box::new(Alad::new(cfg, device)?)),
+        DetectorKind::FAnoGan => Ok(Box::new(FAnoGan::new(cfg, device)?)),
+        DetectorKind::Gaae => Ok(Box::new(Gaae::new(cfg, device)?)),
+        DetectorKind::Wild => Ok(Box::new(Wild::new(cfg, device)?)),
     }
 }

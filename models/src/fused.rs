@@ -52,8 +52,10 @@ impl CustomOp1 for LeakyRelu {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(
+            // Tracked (not `_no_bwd`) so critics under a gradient penalty can backprop twice;
+            // `x` only selects the slope (zero gradient), so it enters detached.
             grad.contiguous()?
-                .apply_op2_no_bwd(arg, &LeakyReluGrad(self.0))?,
+                .apply_op2(&arg.detach(), LeakyReluGrad(self.0))?,
         ))
     }
 }
@@ -79,6 +81,18 @@ impl CustomOp2 for LeakyReluGrad {
             .map(|(&g, &x)| if x > 0.0 { g } else { a * g })
             .collect();
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    /// Linear in `grad` with a piecewise-constant mask of `x`: d/dgrad is the same masked
+    /// product, d/dx is zero almost everywhere.
+    fn bwd(
+        &self,
+        _grad: &Tensor,
+        x: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad_res.contiguous()?.apply_op2(x, *self)?), None))
     }
 }
 

@@ -4,16 +4,24 @@
 //! or more image scores and a smoothed per-pixel anomaly map. Weights live in a candle
 //! `VarMap` named with `VarBuilder::pp`, saved as the bundle's `weights.safetensors`.
 
+pub mod alad;
+pub mod anogan;
+pub mod blocks;
 pub mod conv;
 pub mod cpu;
 pub mod detector;
+pub mod egbad;
+pub mod export;
+pub mod fanogan;
 pub mod fused;
+pub mod gaae;
 pub mod ganomaly;
 pub mod layers;
 pub mod optim;
 pub mod smoothing;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod wild;
 
 pub use detector::{build, Detector, DetectorKind, Inference, ModelConfig};
 
@@ -27,6 +35,8 @@ pub enum ModelError {
     NotImplemented(&'static str),
     #[error("unknown score '{0}' for this detector")]
     UnknownScore(String),
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
     #[error("checkpoint: {0}")]
     Checkpoint(String),
 }

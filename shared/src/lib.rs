@@ -4,6 +4,7 @@
 
 pub mod manifest;
 pub mod mask;
+pub mod messages;
 pub mod metrics;
 pub mod preprocess;
 pub mod rng;

@@ -4,12 +4,19 @@
 
 use vigil_shared::manifest::Manifest;
 
+pub mod tract;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("{0}")]
     Load(String),
     #[error("{0}")]
     Run(String),
+    /// A shape that disagrees with the bundle: the graph's input or outputs against the
+    /// manifest at load, or the caller's buffers against the batch at scoring. Kept apart from
+    /// `Load`/`Run` so callers can tell a wrong frame geometry from a broken model.
+    #[error("{0}")]
+    Shape(String),
 }
 
 pub trait Backend: Send {

@@ -1,0 +1,906 @@
+//! The scoring loop: newest frame → ROI crop → resize/normalise → backend → score, mask →
+//! a result record for the publisher, at a fixed per-frame budget.
+//!
+//! Everything the per-frame path touches is allocated in [`Pipeline::new`] (input tensor,
+//! score and map buffers, crop buffer, preprocessor, histograms, a pool of result records):
+//! `tests/alloc.rs` counts allocations across scored frames and requires zero outside the
+//! backend call. Results go to the publisher through a bounded channel of recycled
+//! [`Record`]s; when the publisher is behind, the record is dropped and counted instead of
+//! stalling the scorer.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+use vigil_shared::manifest::{InputSpec, Normalisation};
+use vigil_shared::messages::{
+    self, FrameResult, LatencyMs, ModelRef, Percentiles, PipelineStats, StageLatency,
+};
+use vigil_shared::preprocess::{PreprocessError, Preprocessor};
+
+use crate::backend::{Backend, BackendError};
+use crate::capture::{convert, CaptureStats, Frame, Mailbox, Take};
+use crate::config::{MaskPolicy, Roi};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("scoring failed: {0}")]
+    Backend(#[from] BackendError),
+    #[error("warm-up: {0}")]
+    Warmup(String),
+    #[error("roi {x},{y},{w},{h} lies outside the {width}x{height} source frame")]
+    Roi {
+        x: usize,
+        y: usize,
+        w: usize,
+        h: usize,
+        width: usize,
+        height: usize,
+    },
+    #[error("preprocessing: {0}")]
+    Preprocess(#[from] PreprocessError),
+}
+
+/// Latency stages recorded per frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Reading + converting on the capture thread.
+    Capture,
+    /// Mailbox wait excluded: crop, resize, normalise on the scoring thread.
+    Preprocess,
+    Infer,
+    /// Score normalisation, mask quantisation, hand-over to the publisher.
+    Post,
+    /// Frame acquired → result handed over.
+    Total,
+    /// Total minus inference: what the loop itself costs (capture conversion, mailbox wait,
+    /// preprocessing, post-processing, hand-over).
+    Overhead,
+}
+
+pub const STAGES: [Stage; 6] = [
+    Stage::Capture,
+    Stage::Preprocess,
+    Stage::Infer,
+    Stage::Post,
+    Stage::Total,
+    Stage::Overhead,
+];
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Capture => "capture",
+            Stage::Preprocess => "preprocess",
+            Stage::Infer => "infer",
+            Stage::Post => "post",
+            Stage::Total => "total",
+            Stage::Overhead => "overhead",
+        }
+    }
+}
+
+/// Microsecond histograms, one per stage.
+#[derive(Clone)]
+pub struct Hists(pub [Histogram<u64>; 6]);
+
+impl Hists {
+    fn new() -> Hists {
+        // 1 µs .. 10 min at 3 significant digits: fixed size, recording never allocates.
+        let h = || Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds");
+        Hists([h(), h(), h(), h(), h(), h()])
+    }
+    fn record(&mut self, stage: Stage, d: Duration) {
+        let us = (d.as_micros() as u64).max(1);
+        self.0[stage as usize].saturating_record(us);
+    }
+    pub fn get(&self, stage: Stage) -> &Histogram<u64> {
+        &self.0[stage as usize]
+    }
+    /// Percentile of a stage in milliseconds.
+    pub fn ms(&self, stage: Stage, q: f64) -> f64 {
+        let h = self.get(stage);
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
+    }
+    fn reset(&mut self) {
+        self.0.iter_mut().for_each(Histogram::reset);
+    }
+}
+
+/// Counters and histograms of the scoring loop, shared with the stats publisher.
+pub struct Telemetry {
+    pub frames: AtomicU64,
+    pub deadline_misses: AtomicU64,
+    /// Results not handed to the publisher because its queue was full.
+    pub queue_full: AtomicU64,
+    /// Frames skipped because they could not be preprocessed (e.g. ROI outside a frame).
+    pub frame_errors: AtomicU64,
+    pub capture: Arc<CaptureStats>,
+    /// Since start.
+    pub total: Mutex<Hists>,
+    /// Since the last [`Telemetry::take_window`].
+    window: Mutex<(Hists, u64, Instant)>,
+    pub started: Instant,
+}
+
+impl Telemetry {
+    pub fn new(capture: Arc<CaptureStats>) -> Telemetry {
+        Telemetry {
+            frames: AtomicU64::new(0),
+            deadline_misses: AtomicU64::new(0),
+            queue_full: AtomicU64::new(0),
+            frame_errors: AtomicU64::new(0),
+            capture,
+            total: Mutex::new(Hists::new()),
+            window: Mutex::new((Hists::new(), 0, Instant::now())),
+            started: Instant::now(),
+        }
+    }
+
+    fn record(&self, lat: &[(Stage, Duration)]) {
+        let mut t = self.total.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        for &(s, d) in lat {
+            t.record(s, d);
+            w.0.record(s, d);
+        }
+        w.1 += 1;
+    }
+
+    /// The `…/stats` pipeline figures: counters since start, fps and percentiles over the
+    /// window since the previous call (which this call starts anew).
+    pub fn take_window(&self) -> PipelineStats {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let secs = w.2.elapsed().as_secs_f64();
+        let pct = |s: Stage| Percentiles {
+            p50: w.0.ms(s, 0.5),
+            p99: w.0.ms(s, 0.99),
+        };
+        let c = self.capture.counts();
+        let stats = PipelineStats {
+            frames: self.frames.load(Ordering::Relaxed),
+            fps: if secs > 0.0 { w.1 as f64 / secs } else { 0.0 },
+            latency_ms: StageLatency {
+                capture: pct(Stage::Capture),
+                infer: pct(Stage::Infer),
+                total: pct(Stage::Total),
+            },
+            deadline_misses: self.deadline_misses.load(Ordering::Relaxed),
+            dropped_frames: c.dropped + c.drained,
+            capture_errors: c.timeouts + c.errors + c.reopens,
+        };
+        w.0.reset();
+        w.1 = 0;
+        w.2 = Instant::now();
+        stats
+    }
+
+    /// Histograms since start.
+    pub fn totals(&self) -> Hists {
+        self.total.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// One scored frame, recycled between the scorer and the publisher (no per-frame allocation).
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Scored-frame number since start, consecutive.
+    pub frame_id: u64,
+    /// Capture sequence number (gaps = frames dropped before scoring).
+    pub capture_id: u64,
+    pub source: String,
+    pub captured_at: SystemTime,
+    pub score: f32,
+    pub normalized_score: f32,
+    pub threshold: f32,
+    pub anomalous: bool,
+    pub latency: LatencyMs,
+    /// Ground truth where the source knows it (synthetic).
+    pub label: Option<bool>,
+    /// Anomaly map quantised to 0..=255 (`mask_width × mask_height`); valid when `has_mask`.
+    pub mask: Vec<u8>,
+    /// The mask policy wants this frame's mask published.
+    pub has_mask: bool,
+    pub mask_width: u32,
+    pub mask_height: u32,
+}
+
+impl Record {
+    fn new(h: usize, w: usize) -> Record {
+        Record {
+            frame_id: 0,
+            capture_id: 0,
+            source: String::with_capacity(256),
+            captured_at: SystemTime::UNIX_EPOCH,
+            score: 0.0,
+            normalized_score: 0.0,
+            threshold: 0.0,
+            anomalous: false,
+            latency: LatencyMs {
+                capture: 0.0,
+                infer: 0.0,
+                total: 0.0,
+            },
+            label: None,
+            mask: vec![0; h * w],
+            has_mask: false,
+            mask_width: w as u32,
+            mask_height: h as u32,
+        }
+    }
+
+    /// The wire payload of `…/result` (allocates: publisher side).
+    pub fn to_message(&self, model: &ModelRef) -> FrameResult {
+        FrameResult {
+            frame_id: self.frame_id,
+            source: self.source.clone(),
+            captured_at: messages::rfc3339_ms(self.captured_at),
+            score: self.score,
+            normalized_score: self.normalized_score,
+            threshold: self.threshold,
+            anomalous: self.anomalous,
+            latency_ms: self.latency,
+            model: model.clone(),
+        }
+    }
+
+    /// The mask PNG (frame_id in a tEXt chunk), when the policy wants one for this frame.
+    pub fn mask_png(&self) -> Option<Result<Vec<u8>, vigil_shared::mask::MaskError>> {
+        self.has_mask.then(|| {
+            vigil_shared::mask::encode_png_gray(
+                &self.mask,
+                self.mask_width,
+                self.mask_height,
+                &[("frame_id", &self.frame_id.to_string())],
+            )
+        })
+    }
+}
+
+/// The publisher's end of the result channel.
+pub struct Results {
+    rx: Receiver<Record>,
+    free: SyncSender<Record>,
+}
+
+/// A received record; dropping it returns the buffer to the scorer's pool.
+pub struct Lease {
+    rec: Option<Record>,
+    free: SyncSender<Record>,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Record;
+    fn deref(&self) -> &Record {
+        self.rec
+            .as_ref()
+            .expect("lease holds a record until dropped")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(r) = self.rec.take() {
+            let _ = self.free.try_send(r);
+        }
+    }
+}
+
+impl Results {
+    /// Next record; `Err(Disconnected)` once the scorer has stopped and all were received.
+    pub fn recv_timeout(&self, d: Duration) -> Result<Lease, RecvTimeoutError> {
+        self.rx.recv_timeout(d).map(|r| Lease {
+            rec: Some(r),
+            free: self.free.clone(),
+        })
+    }
+    pub fn recv(&self) -> Option<Lease> {
+        self.rx.recv().ok().map(|r| Lease {
+            rec: Some(r),
+            free: self.free.clone(),
+        })
+    }
+}
+
+/// The scorer's end: a pool of free records and the queue to the publisher.
+struct ResultPort {
+    free: Receiver<Record>,
+    out: SyncSender<Record>,
+}
+
+/// A bounded result channel of `capacity` recycled records for `h × w` maps.
+fn result_channel(capacity: usize, h: usize, w: usize) -> (ResultPort, Results) {
+    let (free_tx, free_rx) = mpsc::sync_channel(capacity);
+    let (out_tx, out_rx) = mpsc::sync_channel(capacity);
+    for _ in 0..capacity {
+        free_tx
+            .try_send(Record::new(h, w))
+            .expect("pool sized to capacity");
+    }
+    (
+        ResultPort {
+            free: free_rx,
+            out: out_tx,
+        },
+        Results {
+            rx: out_rx,
+            free: free_tx,
+        },
+    )
+}
+
+/// Records in flight between scorer and publisher: ~4 s at 30 fps of slack for a slow broker
+/// before results are dropped (the publisher spools to disk well before that).
+pub const RESULT_QUEUE: usize = 128;
+/// Backend calls on zero input before the first frame: the first runs pay for lazy
+/// initialisation and cold caches, which must not count as a deadline miss.
+pub const WARMUP_RUNS: usize = 3;
+
+pub struct PipelineOptions {
+    pub budget: Duration,
+    pub roi: Option<Roi>,
+    pub masks: MaskPolicy,
+    /// Source geometry (width, height, channels) to preallocate for.
+    pub source: (usize, usize, usize),
+}
+
+pub struct Pipeline {
+    backend: Box<dyn Backend>,
+    spec: InputSpec,
+    norm: Normalisation,
+    /// Upper end of the anomaly-map scale for mask PNGs (see `map_scale`).
+    map_hi: f32,
+    budget: Duration,
+    roi: Option<Roi>,
+    masks: MaskPolicy,
+    pre: Preprocessor,
+    pre_src: (usize, usize, usize),
+    crop: Vec<u8>,
+    input: Vec<f32>,
+    scores: Vec<f32>,
+    map: Vec<f32>,
+    frame: Frame,
+    port: ResultPort,
+    telemetry: Arc<Telemetry>,
+    scored: u64,
+    /// Duration of the warm-up, for the log.
+    pub warmup: Duration,
+}
+
+/// Scale of the anomaly map for mask PNGs: the bundle's `score.params.map_max` when the
+/// exporter recorded one, else the largest per-pixel residual the input range allows
+/// (|x − x̂| ≤ hi − lo). A fixed scale keeps masks comparable between frames, unlike per-frame
+/// min–max scaling, which would make a clean part look as defective as a broken one.
+fn map_scale(m: &vigil_shared::manifest::Manifest) -> f32 {
+    m.score
+        .params
+        .get("map_max")
+        .map(|&v| v as f32)
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .unwrap_or(m.input.range[1] - m.input.range[0])
+}
+
+impl Pipeline {
+    /// Allocates every buffer and warms the backend up. Returns the pipeline and the
+    /// publisher's end of the result channel.
+    pub fn new(
+        backend: Box<dyn Backend>,
+        opts: PipelineOptions,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<(Pipeline, Results), PipelineError> {
+        let m = backend.manifest().clone();
+        let spec = m.input.clone();
+        let (sw, sh, sc) = opts.source;
+        let (pw, ph) = match opts.roi {
+            Some(r) => {
+                if r.x + r.w > sw || r.y + r.h > sh {
+                    return Err(PipelineError::Roi {
+                        x: r.x,
+                        y: r.y,
+                        w: r.w,
+                        h: r.h,
+                        width: sw,
+                        height: sh,
+                    });
+                }
+                (r.w, r.h)
+            }
+            None => (sw, sh),
+        };
+        let pre = Preprocessor::new(&spec, sc, ph, pw)?;
+        let plane = spec.height * spec.width;
+        let (port, results) = result_channel(RESULT_QUEUE, spec.height, spec.width);
+        let mut p = Pipeline {
+            map_hi: map_scale(&m),
+            backend,
+            norm: m.normalisation.clone(),
+            budget: opts.budget,
+            roi: opts.roi,
+            masks: opts.masks,
+            input: vec![0.0; pre.output_len()],
+            pre,
+            pre_src: (pw, ph, sc),
+            crop: vec![0; pw * ph * sc],
+            scores: vec![0.0; 1],
+            map: vec![0.0; plane],
+            frame: Frame::with_capacity(sw * sh * sc),
+            port,
+            telemetry,
+            scored: 0,
+            warmup: Duration::ZERO,
+            spec,
+        };
+        let t0 = Instant::now();
+        // Warm-up on a mid-gray frame through the real preprocessing path.
+        let gray = vec![128u8; pw * ph * sc];
+        p.pre.run(&gray, &mut p.input)?;
+        for _ in 0..WARMUP_RUNS {
+            p.backend
+                .score(&p.input, 1, &mut p.scores, &mut p.map)
+                .map_err(|e| PipelineError::Warmup(e.to_string()))?;
+        }
+        p.warmup = t0.elapsed();
+        Ok((p, results))
+    }
+
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    pub fn input_spec(&self) -> &InputSpec {
+        &self.spec
+    }
+
+    /// Takes frames from `mailbox` and scores them until `stop`, `max_frames` scored, or the
+    /// capture thread ends. Returns the number scored.
+    pub fn run(
+        &mut self,
+        mailbox: &Mailbox,
+        stop: &AtomicBool,
+        max_frames: Option<u64>,
+    ) -> Result<u64, PipelineError> {
+        let mut frame = std::mem::replace(&mut self.frame, Frame::with_capacity(0));
+        let result = loop {
+            if stop.load(Ordering::Relaxed) || max_frames.is_some_and(|n| self.scored >= n) {
+                break Ok(self.scored);
+            }
+            match mailbox.take(&mut frame, Duration::from_millis(100)) {
+                Take::Frame => {}
+                Take::Timeout => continue,
+                Take::Closed => break Ok(self.scored),
+            }
+            if let Err(e) = self.score_frame(&frame) {
+                break Err(e);
+            }
+        };
+        self.frame = frame;
+        result
+    }
+
+    /// Scores one frame and hands the record to the publisher. Allocation-free once the
+    /// source geometry is stable.
+    pub fn score_frame(&mut self, frame: &Frame) -> Result<(), PipelineError> {
+        let t_pre = Instant::now();
+        if let Err(e) = self.preprocess(frame) {
+            self.telemetry.frame_errors.fetch_add(1, Ordering::Relaxed);
+            // Once per kind of fault would be nicer; a bad frame is rare and the counter is
+            // the record that matters.
+            eprintln!("vigild: frame {} ({}) skipped: {e}", frame.id, frame.source);
+            return Ok(());
+        }
+        let t_inf = Instant::now();
+        self.backend
+            .score(&self.input, 1, &mut self.scores, &mut self.map)?;
+        let t_post = Instant::now();
+
+        let score = self.scores[0];
+        let anomalous = self.norm.is_anomalous(score);
+        let wants_mask = self.masks.wants(anomalous);
+        let frame_id = self.scored;
+        self.scored += 1;
+        match self.port.free.try_recv() {
+            Ok(mut rec) => {
+                rec.frame_id = frame_id;
+                rec.capture_id = frame.id;
+                rec.source.clear();
+                rec.source.push_str(&frame.source);
+                rec.captured_at = frame.captured_at;
+                rec.score = score;
+                rec.normalized_score = self.norm.normalise(score);
+                rec.threshold = self.norm.threshold;
+                rec.anomalous = anomalous;
+                rec.label = frame.label;
+                rec.has_mask = wants_mask;
+                if wants_mask {
+                    vigil_shared::mask::to_u8(&self.map, 0.0, self.map_hi, &mut rec.mask);
+                }
+                let end = Instant::now();
+                rec.latency = LatencyMs {
+                    capture: ms(t_inf.saturating_duration_since(frame.acquired)),
+                    infer: ms(t_post - t_inf),
+                    total: ms(end.saturating_duration_since(frame.acquired)),
+                };
+                // Cannot be full: the pool holds exactly the queue's capacity.
+                if let Err(mpsc::TrySendError::Disconnected(_)) = self.port.out.try_send(rec) {
+                    // Nobody listens (publisher gone): count it like a full queue.
+                    self.telemetry.queue_full.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                self.telemetry.queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let end = Instant::now();
+        let total = end.saturating_duration_since(frame.acquired);
+        if total > self.budget {
+            self.telemetry
+                .deadline_misses
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.telemetry.frames.fetch_add(1, Ordering::Relaxed);
+        self.telemetry.record(&[
+            (Stage::Capture, frame.capture_time),
+            (Stage::Preprocess, t_inf - t_pre),
+            (Stage::Infer, t_post - t_inf),
+            (Stage::Post, end - t_post),
+            (Stage::Total, total),
+            (Stage::Overhead, total.saturating_sub(t_post - t_inf)),
+        ]);
+        Ok(())
+    }
+
+    fn preprocess(&mut self, frame: &Frame) -> Result<(), PipelineError> {
+        let (w, h, c) = (frame.width, frame.height, frame.channels);
+        let (pw, ph) = self.roi.map_or((w, h), |r| (r.w, r.h));
+        if (pw, ph, c) != self.pre_src {
+            // A source whose frame size changed (a folder of mixed sizes, a camera reopened
+            // at another size): rebuild once, the only allocation on this path.
+            self.pre = Preprocessor::new(&self.spec, c, ph, pw)?;
+            self.crop.resize(pw * ph * c, 0);
+            self.pre_src = (pw, ph, c);
+        }
+        match &self.roi {
+            Some(r) => {
+                convert::crop(&frame.data, w, h, c, r, &mut self.crop).map_err(|_| {
+                    PipelineError::Roi {
+                        x: r.x,
+                        y: r.y,
+                        w: r.w,
+                        h: r.h,
+                        width: w,
+                        height: h,
+                    }
+                })?;
+                self.pre.run(&self.crop, &mut self.input)?;
+            }
+            None => self.pre.run(&frame.data, &mut self.input)?,
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A deterministic backend for unit tests of the loop (the real one is tract).
+    use super::*;
+    use vigil_shared::manifest::Manifest;
+
+    /// Score = mean of the input; map = the first channel. `delay` simulates inference time.
+    pub struct MeanBackend {
+        pub manifest: Manifest,
+        pub delay: Duration,
+    }
+
+    impl Backend for MeanBackend {
+        fn manifest(&self) -> &Manifest {
+            &self.manifest
+        }
+        fn max_batch(&self) -> usize {
+            1
+        }
+        fn score(
+            &mut self,
+            input: &[f32],
+            batch: usize,
+            scores: &mut [f32],
+            maps: &mut [f32],
+        ) -> Result<(), BackendError> {
+            assert_eq!(batch, 1);
+            let t = Instant::now();
+            scores[0] = input.iter().sum::<f32>() / input.len() as f32;
+            maps.copy_from_slice(&input[..maps.len()]);
+            while t.elapsed() < self.delay {
+                std::hint::spin_loop();
+            }
+            Ok(())
+        }
+    }
+
+    pub fn manifest(c: usize, s: usize) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "schema_version": 1,
+            "detector": "test",
+            "input": {"channels": c, "height": s, "width": s, "range": [-1.0, 1.0]},
+            "score": {"name": "mean", "params": {}},
+            "normalisation": {"threshold": 0.0, "min": -1.0, "max": 1.0, "quantile": 0.99},
+            "training": {"data": "test", "seed": 0, "epochs": 0, "image_size": s, "latent": 0,
+                         "batch": 0, "git_commit": null, "created_at": "2026-01-01T00:00:00Z"},
+            "files": []
+        }))
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    fn pipeline(
+        delay_ms: u64,
+        budget_ms: u64,
+        roi: Option<Roi>,
+    ) -> (Pipeline, Results, Arc<Telemetry>) {
+        let tel = Arc::new(Telemetry::new(Arc::new(CaptureStats::default())));
+        let backend = Box::new(MeanBackend {
+            manifest: manifest(1, 8),
+            delay: Duration::from_millis(delay_ms),
+        });
+        let (p, r) = Pipeline::new(
+            backend,
+            PipelineOptions {
+                budget: Duration::from_millis(budget_ms),
+                roi,
+                masks: MaskPolicy::Anomalous,
+                source: (16, 16, 1),
+            },
+            tel.clone(),
+        )
+        .unwrap();
+        (p, r, tel)
+    }
+
+    fn frame(v: u8) -> Frame {
+        let mut f = Frame::with_capacity(256);
+        f.shape(16, 16, 1);
+        f.data.fill(v);
+        f.set_source("x.png");
+        f.acquired = Instant::now();
+        f
+    }
+
+    #[test]
+    fn scores_threshold_and_masks() {
+        let (mut p, results, tel) = pipeline(0, 1000, None);
+        p.score_frame(&frame(0)).unwrap(); // input -1 → score -1: normal
+        p.score_frame(&frame(255)).unwrap(); // +1: anomalous
+        let a = results.recv_timeout(Duration::from_secs(1)).unwrap();
+        assert_eq!((a.frame_id, a.anomalous, a.has_mask), (0, false, false));
+        assert_eq!(a.normalized_score, 0.0);
+        assert!(a.mask_png().is_none());
+        let b = results.recv_timeout(Duration::from_secs(1)).unwrap();
+        assert_eq!((b.frame_id, b.anomalous, b.has_mask), (1, true, true));
+        assert_eq!(b.source, "x.png");
+        let png = b.mask_png().unwrap().unwrap();
+        let (px, w, h, text) = vigil_shared::mask::decode_png_gray(&png).unwrap();
+        assert_eq!((w, h), (8, 8));
+        // map = 1.0 on a scale of 0..2 (input range span) → 128.
+        assert!(px.iter().all(|&v| v == 128), "{px:?}");
+        assert_eq!(text, vec![("frame_id".into(), "1".into())]);
+        assert_eq!(tel.frames.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn deadline_misses_are_counted() {
+        // Budget 5 ms, inference 8 ms: every frame misses.
+        let (mut p, _r, tel) = pipeline(8, 5, None);
+        for _ in 0..3 {
+            p.score_frame(&frame(10)).unwrap();
+        }
+        assert_eq!(tel.deadline_misses.load(Ordering::Relaxed), 3);
+        // A frame that waited in the mailbox past its budget misses too, even if scoring is fast.
+        let (mut p, _r, tel) = pipeline(0, 5, None);
+        let mut f = frame(10);
+        f.acquired = Instant::now() - Duration::from_millis(6);
+        p.score_frame(&f).unwrap();
+        p.score_frame(&frame(10)).unwrap();
+        assert_eq!(tel.deadline_misses.load(Ordering::Relaxed), 1);
+        let h = tel.totals();
+        assert_eq!(h.get(Stage::Total).len(), 2);
+        assert!(h.ms(Stage::Total, 1.0) >= 6.0);
+    }
+
+    #[test]
+    fn slow_publisher_drops_and_counts_instead_of_blocking() {
+        let (mut p, results, tel) = pipeline(0, 1000, None);
+        let t = Instant::now();
+        for _ in 0..RESULT_QUEUE + 10 {
+            p.score_frame(&frame(255)).unwrap();
+        }
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(tel.queue_full.load(Ordering::Relaxed), 10);
+        // Received records go back to the pool and scoring resumes delivering.
+        drop(results.recv_timeout(Duration::from_secs(1)).unwrap());
+        p.score_frame(&frame(255)).unwrap();
+        assert_eq!(tel.queue_full.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn roi_is_cropped_before_resize() {
+        // Left half 0, right half 255; ROI on the right half → all +1 → anomalous.
+        let (mut p, results, _t) = pipeline(
+            0,
+            1000,
+            Some(Roi {
+                x: 8,
+                y: 0,
+                w: 8,
+                h: 16,
+            }),
+        );
+        let mut f = frame(0);
+        for row in f.data.chunks_mut(16) {
+            row[8..].fill(255);
+        }
+        p.score_frame(&f).unwrap();
+        let r = results.recv_timeout(Duration::from_secs(1)).unwrap();
+        assert_eq!(r.score, 1.0);
+        // An ROI outside the source is refused at start.
+        let tel = Arc::new(Telemetry::new(Arc::new(CaptureStats::default())));
+        let e = Pipeline::new(
+            Box::new(MeanBackend {
+                manifest: manifest(1, 8),
+                delay: Duration::ZERO,
+            }),
+            PipelineOptions {
+                budget: Duration::from_millis(10),
+                roi: Some(Roi {
+                    x: 10,
+                    y: 0,
+                    w: 8,
+                    h: 8,
+                }),
+                masks: MaskPolicy::None,
+                source: (16, 16, 1),
+            },
+            tel,
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("roi 10,0,8,8"), "{e}");
+    }
+
+    #[test]
+    fn stats_window() {
+        let (mut p, _r, tel) = pipeline(0, 1000, None);
+        for _ in 0..5 {
+            p.score_frame(&frame(1)).unwrap();
+        }
+        let s = tel.take_window();
+        assert_eq!(s.frames, 5);
+        assert!(s.fps > 0.0);
+        let s2 = tel.take_window();
+        assert_eq!((s2.frames, s2.fps), (5, 0.0));
+    }
+}
+
+#[cfg(test)]
+mod alloc_tests {
+    //! No allocation on the per-frame path: a counting global allocator (per thread, so
+    //! parallel tests do not disturb the count) around `score_frame`.
+    use super::testing::*;
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+    thread_local! {
+        static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    }
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            ALLOCS.with(|c| c.set(c.get() + 1));
+            System.alloc(l)
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            System.dealloc(p, l)
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            ALLOCS.with(|c| c.set(c.get() + 1));
+            System.realloc(p, l, n)
+        }
+    }
+    #[global_allocator]
+    static A: Counting = Counting;
+
+    fn allocs() -> u64 {
+        ALLOCS.with(Cell::get)
+    }
+
+    #[test]
+    fn per_frame_path_does_not_allocate() {
+        for (roi, masks, size) in [
+            (None, MaskPolicy::All, (64, 48)),
+            (
+                Some(Roi {
+                    x: 4,
+                    y: 2,
+                    w: 40,
+                    h: 30,
+                }),
+                MaskPolicy::Anomalous,
+                (64, 48),
+            ),
+            (None, MaskPolicy::None, (16, 16)), // no resize
+        ] {
+            let tel = Arc::new(Telemetry::new(Arc::new(CaptureStats::default())));
+            let (mut p, results) = Pipeline::new(
+                Box::new(MeanBackend {
+                    manifest: manifest(3, 16),
+                    delay: Duration::ZERO,
+                }),
+                PipelineOptions {
+                    budget: Duration::from_millis(100),
+                    roi,
+                    masks,
+                    source: (size.0, size.1, 3),
+                },
+                tel.clone(),
+            )
+            .unwrap();
+            let mut frames: Vec<Frame> = (0..4u8)
+                .map(|i| {
+                    let mut f = Frame::with_capacity(0);
+                    f.shape(size.0, size.1, 3);
+                    f.data
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(j, v)| *v = (j as u8).wrapping_mul(i * 60 + 1));
+                    f.set_source("frame_0001.png");
+                    f
+                })
+                .collect();
+            // The publisher runs on its own thread, returning records to the pool.
+            let publisher = std::thread::spawn(move || {
+                let mut n = 0;
+                while let Some(r) = results.recv() {
+                    n += usize::from(r.has_mask);
+                }
+                n
+            });
+            let before = allocs();
+            for k in 0..200 {
+                let f = &mut frames[k % 4];
+                f.acquired = Instant::now();
+                p.score_frame(f).unwrap();
+            }
+            let n = allocs() - before;
+            assert_eq!(n, 0, "{n} allocation(s) in 200 frames ({roi:?}, {masks:?})");
+            assert_eq!(tel.frames.load(Ordering::Relaxed), 200);
+            drop(p);
+            let masks_seen = publisher.join().unwrap();
+            if masks == MaskPolicy::All {
+                assert!(masks_seen > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn counter_sees_allocations() {
+        // The test above could pass with a broken counter: check it counts.
+        let before = allocs();
+        let v = std::hint::black_box(vec![1u8; 100]);
+        assert!(allocs() > before);
+        drop(v);
+    }
+}

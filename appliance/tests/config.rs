@@ -1,0 +1,165 @@
+//! `vigild` configuration and source errors at start: one clear line naming the field, file or
+//! device, never a panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn vigild(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigild"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A bundle whose manifest is valid and lists no files (enough to get past the bundle check).
+fn bundle(dir: &Path) {
+    let m = serde_json::json!({
+        "schema_version": 1,
+        "detector": "ganomaly",
+        "input": {"channels": 1, "height": 32, "width": 32, "range": [-1.0, 1.0]},
+        "score": {"name": "latent", "params": {}},
+        "normalisation": {"threshold": 0.5, "min": 0.0, "max": 1.0, "quantile": 0.99},
+        "training": {"data": "synthetic:metal", "seed": 0, "epochs": 1, "image_size": 32,
+                     "latent": 16, "batch": 8, "git_commit": null,
+                     "created_at": "2026-11-23T00:00:00Z"},
+        "files": []
+    });
+    std::fs::write(dir.join("manifest.json"), m.to_string()).unwrap();
+}
+
+#[test]
+fn unknown_config_field_is_named_with_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vigild.toml");
+    std::fs::write(&cfg, "model = \"/m\"\nframez = 10\n").unwrap();
+    let o = vigild(&["--config", cfg.to_str().unwrap(), "--print-config"]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.starts_with("error:") && err.contains("vigild.toml") && err.contains("framez"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vigild.toml");
+    std::fs::write(&cfg, "model = \"/m\"\nmasks = \"sometimes\"\n").unwrap();
+    let o = vigild(&["--config", cfg.to_str().unwrap(), "--print-config"]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("`masks`") && err.contains("sometimes"),
+        "{err}"
+    );
+    // The same field as a flag overrides the file, and a bad flag is named too.
+    let o = vigild(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--masks",
+        "all",
+        "--broker",
+        "tcp://x",
+        "--print-config",
+    ]);
+    let err = stderr(&o);
+    assert!(err.contains("`broker`") && err.contains("tcp://x"), "{err}");
+    let o = vigild(&["--model", "/m", "--backend", "gpu", "--print-config"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn print_config_shows_effective_values_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vigild.toml");
+    std::fs::write(
+        &cfg,
+        "model = \"/m\"\nfps = 5.0\ncamera = \"line-1\"\npassword = \"s3cret\"\nusername = \"u\"\n",
+    )
+    .unwrap();
+    let o = vigild(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--fps",
+        "25",
+        "--print-config",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("fps = 25.0"), "{out}");
+    assert!(out.contains("budget_ms = 40.0"), "{out}");
+    assert!(out.contains("camera = \"line-1\""), "{out}");
+    assert!(out.contains("masks = \"anomalous\""), "{out}");
+    assert!(!out.contains("s3cret"), "password must be masked: {out}");
+    // The printed config is itself a valid config file.
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, out.as_bytes()).unwrap();
+    let o2 = vigild(&["--config", again.to_str().unwrap(), "--print-config"]);
+    assert!(o2.status.success(), "{}", stderr(&o2));
+}
+
+#[test]
+fn gpu_backend_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    bundle(dir.path());
+    let o = vigild(&[
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--backend",
+        "gpu",
+        "--source",
+        "synthetic",
+        "--frames",
+        "1",
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("`backend`") && err.contains("not in this build"),
+        "{err}"
+    );
+}
+
+#[test]
+fn camera_that_does_not_exist_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    bundle(dir.path());
+    let o = vigild(&[
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--source",
+        "v4l:/dev/video-vigil-missing",
+        "--frames",
+        "1",
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("v4l:/dev/video-vigil-missing") && err.contains("no such device"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn missing_folder_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    bundle(dir.path());
+    let o = vigild(&[
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--source",
+        "folder:/nonexistent/frames",
+        "--frames",
+        "1",
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("/nonexistent/frames"), "{err}");
+}

@@ -1,0 +1,168 @@
+//! ONNX export: each feed-forward detector's whole scoring path (networks, score head,
+//! smoothed anomaly map) as one graph with the interface of DESIGN.md —
+//! input `image` f32 `[N, C, H, W]`, outputs `score` f32 `[N]` and `anomaly_map` f32
+//! `[N, 1, H, W]`, opset 17, symbolic batch `N`, batch norm folded into the convolutions.
+//!
+//! Each detector describes its graph in its own module here from the shared pieces of
+//! [`graph`] (conv, BN folding, activations, smoothing, reductions) and [`layers`] (the DCGAN
+//! pyramids), reading weights by the names `weights.safetensors` uses. [`quant`] derives the
+//! int8 graph from the f32 one.
+
+pub mod ganomaly;
+pub mod graph;
+pub mod layers;
+pub mod quant;
+
+use std::collections::HashMap;
+
+use candle_nn::VarMap;
+use prost::Message;
+use tract_onnx::pb;
+
+use crate::{Detector, DetectorKind};
+use graph::{Dim, GraphBuilder};
+
+pub const INPUT: &str = "image";
+pub const SCORE: &str = "score";
+pub const MAP: &str = "anomaly_map";
+/// Name of the symbolic batch dimension.
+pub const BATCH: &str = "N";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{detector} has no feed-forward scorer to export: {reason}")]
+    NotExportable {
+        detector: &'static str,
+        reason: &'static str,
+    },
+    #[error("ONNX export of {0} is not implemented yet")]
+    NotImplemented(&'static str),
+    #[error("unknown score '{0}' for this detector")]
+    UnknownScore(String),
+    #[error("weights: tensor `{0}` is missing")]
+    MissingWeight(String),
+    #[error("weights: tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    WeightShape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("cannot export: {0}")]
+    Unsupported(String),
+    #[error("quantisation: {0}")]
+    Quant(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// A detector's weights by variable name, copied out of its `VarMap`.
+pub struct Weights {
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Weights {
+    pub fn from_varmap(varmap: &VarMap) -> Result<Self, ExportError> {
+        let data = varmap.data().lock().expect("varmap lock poisoned");
+        let mut tensors = HashMap::with_capacity(data.len());
+        for (name, var) in data.iter() {
+            let t = var.as_tensor();
+            let v = t
+                .to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            tensors.insert(name.clone(), (t.dims().to_vec(), v));
+        }
+        Ok(Self { tensors })
+    }
+
+    /// The values of `name`, checked against the shape the graph expects.
+    pub fn get(&self, name: &str, dims: &[usize]) -> Result<Vec<f32>, ExportError> {
+        let (found, v) = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ExportError::MissingWeight(name.to_string()))?;
+        if found != dims {
+            return Err(ExportError::WeightShape {
+                name: name.to_string(),
+                expected: dims.to_vec(),
+                found: found.clone(),
+            });
+        }
+        Ok(v.clone())
+    }
+}
+
+/// Names of the graph's input value, for the per-detector builders.
+pub struct ScorerIo {
+    pub image: String,
+}
+
+/// Whether `kind` can be exported, and why not.
+pub fn check_exportable(kind: DetectorKind) -> Result<(), ExportError> {
+    match kind {
+        DetectorKind::Ganomaly => Ok(()),
+        DetectorKind::AnoGan => Err(ExportError::NotExportable {
+            detector: "anogan",
+            reason: "AnoGAN scores by optimising a latent code per image (iterative \
+                     back-propagation through the generator), which no ONNX graph expresses; \
+                     score it on the host or the appliance with the Candle backend \
+                     (`vigil eval`, `vigild --backend gpu`) from weights.safetensors",
+        }),
+        other => Err(ExportError::NotImplemented(other.name())),
+    }
+}
+
+/// The f32 scorer graph of `detector` reporting score `score`.
+pub fn scorer_model(detector: &dyn Detector, score: &str) -> Result<pb::ModelProto, ExportError> {
+    let kind = detector.kind();
+    check_exportable(kind)?;
+    let cfg = detector.config();
+    let weights = Weights::from_varmap(detector.varmap())?;
+    let mut b = GraphBuilder::new(&format!("vigil_{}_scorer", kind.name()));
+    let (c, s) = (cfg.channels, cfg.size);
+    let image = b.input(
+        INPUT,
+        &[
+            Dim::Param(BATCH),
+            Dim::Fixed(c),
+            Dim::Fixed(s),
+            Dim::Fixed(s),
+        ],
+    );
+    let io = ScorerIo { image };
+    let (score_v, map_v) = match kind {
+        DetectorKind::Ganomaly => ganomaly::build(&mut b, &weights, cfg, score, &io)?,
+        other => return Err(ExportError::NotImplemented(other.name())),
+    };
+    b.output(SCORE, &score_v, &[Dim::Param(BATCH)]);
+    b.output(
+        MAP,
+        &map_v,
+        &[
+            Dim::Param(BATCH),
+            Dim::Fixed(1),
+            Dim::Fixed(s),
+            Dim::Fixed(s),
+        ],
+    );
+    let doc = format!(
+        "Vigil {} scorer: image f32 [N,{c},{s},{s}] -> score ({score}) f32 [N], anomaly_map f32 \
+         [N,1,{s},{s}] (Gaussian sigma {}). Batch norm folded into the convolutions.",
+        kind.name(),
+        cfg.sigma
+    );
+    Ok(b.into_model(
+        &doc,
+        &[
+            ("vigil.detector", kind.name().to_string()),
+            ("vigil.score", score.to_string()),
+            ("vigil.sigma", cfg.sigma.to_string()),
+            ("vigil.precision", "f32".to_string()),
+        ],
+    ))
+}
+
+/// Protobuf bytes of a model.
+pub fn encode(model: &pb::ModelProto) -> Vec<u8> {
+    model.encode_to_vec()
+}

@@ -1,0 +1,256 @@
+//! Shared by the `mqtt_*` tests: a real mosquitto on a free loopback port, a recording
+//! subscriber, and polling helpers. Everything is bounded in time and cleaned up on drop.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Polls `f` every 20 ms until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A mosquitto process with a generated config in `dir`. Persistence is on, so sessions
+/// of persistent subscribers and their queued messages survive [`Mosquitto::stop`] +
+/// [`Mosquitto::start`], as on a production broker.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn new(dir: &Path, port: u16) -> Mosquitto {
+        assert!(
+            Path::new(MOSQUITTO).is_file(),
+            "{MOSQUITTO} is missing: install the Debian package `mosquitto` (.ci/run does)"
+        );
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 persistence true\n\
+                 persistence_location {}/\n\
+                 max_queued_messages 100000\n\
+                 max_inflight_messages 100\n\
+                 log_dest file {}/mosquitto.log\n\
+                 log_type error\nlog_type warning\nlog_type notice\n",
+                dir.display(),
+                dir.display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        Mosquitto {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "mosquitto already running");
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto");
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "mosquitto did not listen on {} (log: {})",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// SIGTERM (mosquitto saves its persistence file) and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    /// Set by the broker when it redelivers to this subscriber (its leg, not the publisher's).
+    pub dup: bool,
+}
+
+/// A subscriber on `filter` (QoS 1) that records every message, reconnecting on its own.
+/// `persistent`: clean_session=false, so a broker with persistence queues messages for it
+/// while it is disconnected.
+pub struct Subscriber {
+    pub got: Arc<Mutex<Vec<Received>>>,
+    pub connacks: Arc<Mutex<u32>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, client_id: &str, filter: &str, persistent: bool) -> Subscriber {
+        let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+        o.set_clean_session(!persistent);
+        o.set_keep_alive(Duration::from_secs(5));
+        o.set_max_packet_size(16 << 20, 16 << 20);
+        let (client, mut conn) = Client::new(o, 64);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let connacks = Arc::new(Mutex::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, c, s, filter) = (
+            got.clone(),
+            connacks.clone(),
+            stop.clone(),
+            filter.to_string(),
+        );
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match conn.recv_timeout(Duration::from_millis(100)) {
+                    Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                        let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                        *c.lock().unwrap() += 1;
+                    }
+                    Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                        g.lock().unwrap().push(Received {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                            dup: p.dup,
+                        });
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
+                    Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                    Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            let _ = client.try_disconnect();
+            let _ = conn.recv_timeout(Duration::from_millis(200));
+        });
+        Subscriber {
+            got,
+            connacks,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn wait_connected(&self, limit: Duration) -> bool {
+        // The SUBSCRIBE follows the CONNACK; give it a moment to reach the broker.
+        let ok = wait_until(limit, || *self.connacks.lock().unwrap() > 0);
+        std::thread::sleep(Duration::from_millis(200));
+        ok
+    }
+
+    pub fn on(&self, topic: &str) -> Vec<Received> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.topic == topic)
+            .cloned()
+            .collect()
+    }
+
+    pub fn count(&self, topic: &str) -> usize {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.topic == topic)
+            .count()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The frame ids of the results on `topic`, dropping the broker's own redeliveries to the
+/// subscriber (`dup` set and identical to an earlier message): a duplicate sent by the
+/// publisher arrives with `dup` clear and is kept, so the checks below catch it.
+pub fn result_ids(msgs: &[Received]) -> Vec<u64> {
+    let mut seen: Vec<&[u8]> = Vec::new();
+    let mut ids = Vec::new();
+    for m in msgs {
+        if m.dup && seen.contains(&m.payload.as_slice()) {
+            continue;
+        }
+        seen.push(&m.payload);
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("result is JSON");
+        ids.push(v["frame_id"].as_u64().expect("frame_id is a number"));
+    }
+    ids
+}
