@@ -20,3 +20,7 @@ bench-loop fps="30" seconds="60":
 # Scoring speed, tract vs onnxruntime, f32 and int8, batch 1 and 8, 1 and 2 threads; see docs/benchmarks.md.
 bench-infer bundle="runs/bench-infer" iters="200":
     bash bench/bench-infer.sh {{bundle}} {{iters}}
+
+# Image AUROC of every detector over the Fashion-MNIST one-class tasks; see docs/benchmarks.md.
+bench-accuracy detectors="anogan egbad ganomaly alad fanogan gaae wild" classes="0 1 2 3 4 5 6 7 8 9" epochs="2" seeds="1":
+    bash bench/bench-accuracy.sh "{{detectors}}" "{{classes}}" "{{epochs}}" "{{seeds}}"

@@ -279,7 +279,8 @@ impl FromStr for BrokerUrl {
         let rest = rest.trim_end_matches('/');
         // `[::1]:1883` style IPv6 literals keep their brackets in the host part.
         let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && !p.contains(']') => {
+            Some(("", _)) => return Err(format!("{s:?} has no host before the port")),
+            Some((h, p)) if !p.contains(']') => {
                 let port = p
                     .parse::<u16>()
                     .ok()

@@ -81,7 +81,7 @@ fn broker_with_session(dir: &Path, client_id: &str, filter: &str) -> Mosquitto {
 }
 
 #[test]
-fn mqtt_broker_down_5s_mid_run_every_result_once_in_order() {
+fn mqtt_broker_down_5s_mid_run_every_result_arrives_in_order() {
     const N: u64 = 300;
     let dir = tempfile::tempdir().unwrap();
     let spool = tempfile::tempdir().unwrap();
@@ -108,8 +108,20 @@ fn mqtt_broker_down_5s_mid_run_every_result_once_in_order() {
     );
     // Late duplicates would show up now.
     std::thread::sleep(Duration::from_millis(500));
+    // Every result, in order. The one exception MQTT's QoS 1 allows: a result the broker took
+    // just before it went down without sending its PUBACK is sent again after the restart
+    // (vigild cannot know it arrived), so it shows up twice in a row; frame_id lets consumers
+    // drop it (docs/mqtt.md). Anything else (a gap, a reordering, a replay of older results)
+    // fails here.
     let ids = result_ids(&sub.on(result));
-    assert_eq!(ids, (0..N).collect::<Vec<_>>(), "exactly once, in order");
+    let mut once = ids.clone();
+    once.dedup();
+    assert_eq!(once, (0..N).collect::<Vec<_>>(), "every result, in order");
+    eprintln!("results repeated after the outage: {}", ids.len() - once.len());
+    assert!(
+        ids.len() - once.len() <= 16,
+        "at most the in-flight window is repeated: {ids:?}"
+    );
     assert!(
         before > 30 && before < 250,
         "the outage was mid-run: {before} before it"
@@ -148,8 +160,9 @@ fn mqtt_unreachable_broker_at_start_keeps_retrying_and_spools() {
     let sub = Subscriber::start(broker.port, "late-sub", result, true);
     assert!(
         wait_until(Duration::from_secs(20), || sub.count(result) >= N as usize),
-        "{} of {N} spooled results arrived",
-        sub.count(result)
+        "{} of {N} spooled results arrived; broker log:\n{}",
+        sub.count(result),
+        broker.log()
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(result_ids(&sub.on(result)), (0..N).collect::<Vec<_>>());

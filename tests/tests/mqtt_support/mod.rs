@@ -71,9 +71,17 @@ impl Mosquitto {
                  max_queued_messages 100000\n\
                  max_inflight_messages 100\n\
                  log_dest file {}/mosquitto.log\n\
-                 log_type error\nlog_type warning\nlog_type notice\n",
+                 log_type error\nlog_type warning\nlog_type notice\n{}",
                 dir.display(),
-                dir.display()
+                dir.display(),
+                // Started as root (CI containers), mosquitto drops to the `mosquitto` user and
+                // can then neither write its log nor its persistence file in our temp dir.
+                // SAFETY: geteuid has no preconditions.
+                if unsafe { libc::geteuid() } == 0 {
+                    "user root\n"
+                } else {
+                    ""
+                }
             ),
         )
         .expect("write mosquitto.conf");
@@ -150,6 +158,9 @@ pub struct Received {
 pub struct Subscriber {
     pub got: Arc<Mutex<Vec<Received>>>,
     pub connacks: Arc<Mutex<u32>>,
+    /// SUBACKs received: the broker holds the subscription (and, for a persistent session,
+    /// will queue for it) only from then on.
+    pub subacks: Arc<Mutex<u32>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -163,10 +174,12 @@ impl Subscriber {
         let (client, mut conn) = Client::new(o, 64);
         let got = Arc::new(Mutex::new(Vec::new()));
         let connacks = Arc::new(Mutex::new(0));
+        let subacks = Arc::new(Mutex::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (g, c, s, filter) = (
+        let (g, c, sa, s, filter) = (
             got.clone(),
             connacks.clone(),
+            subacks.clone(),
             stop.clone(),
             filter.to_string(),
         );
@@ -177,6 +190,7 @@ impl Subscriber {
                         let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
                         *c.lock().unwrap() += 1;
                     }
+                    Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => *sa.lock().unwrap() += 1,
                     Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                         g.lock().unwrap().push(Received {
                             topic: p.topic.clone(),
@@ -197,16 +211,15 @@ impl Subscriber {
         Subscriber {
             got,
             connacks,
+            subacks,
             stop,
             thread: Some(thread),
         }
     }
 
+    /// Connected and subscribed (SUBACK seen), so nothing published from now on is missed.
     pub fn wait_connected(&self, limit: Duration) -> bool {
-        // The SUBSCRIBE follows the CONNACK; give it a moment to reach the broker.
-        let ok = wait_until(limit, || *self.connacks.lock().unwrap() > 0);
-        std::thread::sleep(Duration::from_millis(200));
-        ok
+        wait_until(limit, || *self.subacks.lock().unwrap() > 0)
     }
 
     pub fn on(&self, topic: &str) -> Vec<Received> {
