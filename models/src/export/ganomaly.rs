@@ -2,7 +2,7 @@
 //! residual map — the same computation as `Ganomaly::infer` in evaluation mode.
 
 use super::graph::GraphBuilder;
-use super::layers::{dc_decoder, dc_encoder};
+use super::layers::{dc_encoder, encode_decode};
 use super::{ExportError, ScorerIo, Weights};
 use crate::ModelConfig;
 
@@ -15,8 +15,7 @@ pub fn build(
 ) -> Result<(String, String), ExportError> {
     let (s, c, l, wd) = (cfg.size, cfg.channels, cfg.latent, cfg.width);
     let x = io.image.as_str();
-    let z = dc_encoder(b, w, "g.encoder", x, s, c, l, wd)?;
-    let x_hat = dc_decoder(b, w, "g.decoder", &z, s, c, l, wd)?;
+    let (z, x_hat) = encode_decode(b, w, cfg, x, "g.encoder", "g.decoder")?;
     let diff = b.binary("Sub", x, &x_hat);
     let residual = b.unary("Abs", &diff);
     let score = match score {
@@ -29,7 +28,6 @@ pub fn build(
         }
         other => return Err(ExportError::UnknownScore(other.to_string())),
     };
-    let mean = b.reduce_mean(&residual, &[1], true);
-    let map = b.gaussian_smooth(&mean, cfg.sigma, s, s);
+    let map = b.residual_map(&residual, cfg.sigma, s, s);
     Ok((score, map))
 }

@@ -8,10 +8,15 @@
 //! pyramids), reading weights by the names `weights.safetensors` uses. [`quant`] derives the
 //! int8 graph from the f32 one.
 
+pub mod alad;
+pub mod egbad;
+pub mod fanogan;
+pub mod gaae;
 pub mod ganomaly;
 pub mod graph;
 pub mod layers;
 pub mod quant;
+pub mod wild;
 
 use std::collections::HashMap;
 
@@ -100,7 +105,12 @@ pub struct ScorerIo {
 /// Whether `kind` can be exported, and why not.
 pub fn check_exportable(kind: DetectorKind) -> Result<(), ExportError> {
     match kind {
-        DetectorKind::Ganomaly => Ok(()),
+        DetectorKind::Ganomaly
+        | DetectorKind::Egbad
+        | DetectorKind::Alad
+        | DetectorKind::FAnoGan
+        | DetectorKind::Gaae
+        | DetectorKind::Wild => Ok(()),
         DetectorKind::AnoGan => Err(ExportError::NotExportable {
             detector: "anogan",
             reason: "AnoGAN scores by optimising a latent code per image (iterative \
@@ -108,7 +118,6 @@ pub fn check_exportable(kind: DetectorKind) -> Result<(), ExportError> {
                      score it on the host or the appliance with the Candle backend \
                      (`vigil eval`, `vigild --backend gpu`) from weights.safetensors",
         }),
-        other => Err(ExportError::NotImplemented(other.name())),
     }
 }
 
@@ -130,10 +139,16 @@ pub fn scorer_model(detector: &dyn Detector, score: &str) -> Result<pb::ModelPro
         ],
     );
     let io = ScorerIo { image };
-    let (score_v, map_v) = match kind {
-        DetectorKind::Ganomaly => ganomaly::build(&mut b, &weights, cfg, score, &io)?,
+    let build = match kind {
+        DetectorKind::Ganomaly => ganomaly::build,
+        DetectorKind::Egbad => egbad::build,
+        DetectorKind::Alad => alad::build,
+        DetectorKind::FAnoGan => fanogan::build,
+        DetectorKind::Gaae => gaae::build,
+        DetectorKind::Wild => wild::build,
         other => return Err(ExportError::NotImplemented(other.name())),
     };
+    let (score_v, map_v) = build(&mut b, &weights, cfg, score, &io)?;
     b.output(SCORE, &score_v, &[Dim::Param(BATCH)]);
     b.output(
         MAP,
