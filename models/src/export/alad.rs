@@ -1,48 +1,42 @@
-//! ALAD's scoring graph: E → G, the spectrally normalised D_xx on (x, x) and (x, G(E(x))), the
-//! chosen score and the smoothed residual map — `Alad::infer` in evaluation mode.
+//! ALAD's score head: the spectrally normalised D_xx on (x, x) and (x, G(E(x))), or the pixel
+//! residuals — the scores of `Alad::infer` in evaluation mode.
 
 use super::graph::GraphBuilder;
-use super::layers::{critic_features, critic_head, encode_decode};
-use super::{ExportError, ScorerIo, Weights};
+use super::layers::{critic_features, critic_head};
+use super::{ExportError, Reconstruction, Weights};
 use crate::ModelConfig;
 
-pub fn build(
+pub fn score(
     b: &mut GraphBuilder,
     w: &Weights,
     cfg: &ModelConfig,
+    r: &Reconstruction,
     score: &str,
-    io: &ScorerIo,
-) -> Result<(String, String), ExportError> {
-    let x = io.image.as_str();
-    let (_, rec) = encode_decode(b, w, cfg, x, "e", "g")?;
-    let diff = b.binary("Sub", x, &rec);
-    let abs = b.unary("Abs", &diff);
+) -> Result<String, ExportError> {
     // D_xx sees the pair stacked along the channels.
     let xx = |b: &mut GraphBuilder, other: &str| {
-        let pair = b.concat(&[x, other], 1);
+        let pair = b.concat(&[&r.x, other], 1);
         critic_features(b, w, "dxx", &pair, cfg, 2 * cfg.channels, true)
     };
-    let score = match score {
+    Ok(match score {
         "features" => {
-            let (f_real, _) = xx(b, x)?;
-            let (f_rec, _) = xx(b, &rec)?;
+            let (f_real, _) = xx(b, &r.x)?;
+            let (f_rec, _) = xx(b, &r.x_hat)?;
             b.l1_per_sample(&f_real, &f_rec)
         }
-        "l1" => b.per_sample_mean(&abs),
+        "l1" => b.per_sample_mean(&r.abs),
         "l2" => {
-            let sq = b.binary("Mul", &diff, &diff);
+            let sq = b.binary("Mul", &r.diff, &r.diff);
             b.per_sample_mean(&sq)
         }
         "logits" => {
-            let (f_rec, c) = xx(b, &rec)?;
+            let (f_rec, c) = xx(b, &r.x_hat)?;
             let l = critic_head(b, w, "dxx", &f_rec, c, 1, true)?;
             let l = b.flatten_to_batch(&l);
             softplus_neg(b, &l)
         }
         other => return Err(ExportError::UnknownScore(other.to_string())),
-    };
-    let map = b.residual_map(&abs, cfg.sigma, cfg.size, cfg.size);
-    Ok((score, map))
+    })
 }
 
 /// `alad::softplus_neg`, term for term: relu(−l) + log(1 + e^−|l|).

@@ -24,7 +24,7 @@ use candle_nn::VarMap;
 use prost::Message;
 use tract_onnx::pb;
 
-use crate::{Detector, DetectorKind};
+use crate::{Detector, DetectorKind, ModelConfig};
 use graph::{Dim, GraphBuilder};
 
 pub const INPUT: &str = "image";
@@ -97,10 +97,29 @@ impl Weights {
     }
 }
 
-/// Names of the graph's input value, for the per-detector builders.
-pub struct ScorerIo {
-    pub image: String,
+/// What every exportable detector scores from, built once before its score head: the image,
+/// the E → G reconstruction and its residual (graph value names).
+pub struct Reconstruction {
+    /// The input image `[N, C, S, S]`.
+    pub x: String,
+    /// E(x) `[N, latent, 1, 1]`.
+    pub z: String,
+    /// G(E(x)) `[N, C, S, S]`.
+    pub x_hat: String,
+    /// x − x̂.
+    pub diff: String,
+    /// |x − x̂|, which every detector's anomaly map smooths.
+    pub abs: String,
 }
+
+/// A detector's score head: the value of score `score` (`[N]`) from the reconstruction.
+type ScoreHead = fn(
+    &mut GraphBuilder,
+    &Weights,
+    &ModelConfig,
+    &Reconstruction,
+    &str,
+) -> Result<String, ExportError>;
 
 /// Whether `kind` can be exported, and why not.
 pub fn check_exportable(kind: DetectorKind) -> Result<(), ExportError> {
@@ -138,17 +157,29 @@ pub fn scorer_model(detector: &dyn Detector, score: &str) -> Result<pb::ModelPro
             Dim::Fixed(s),
         ],
     );
-    let io = ScorerIo { image };
-    let build = match kind {
-        DetectorKind::Ganomaly => ganomaly::build,
-        DetectorKind::Egbad => egbad::build,
-        DetectorKind::Alad => alad::build,
-        DetectorKind::FAnoGan => fanogan::build,
-        DetectorKind::Gaae => gaae::build,
-        DetectorKind::Wild => wild::build,
+    // The variable prefixes of each detector's encoder and generator, and its score head.
+    let (enc, dec, head): (&str, &str, ScoreHead) = match kind {
+        DetectorKind::Ganomaly => ("g.encoder", "g.decoder", ganomaly::score),
+        DetectorKind::Egbad => ("e", "g", egbad::score),
+        DetectorKind::Alad => ("e", "g", alad::score),
+        DetectorKind::FAnoGan => ("e", "g", fanogan::score),
+        DetectorKind::Gaae => ("e", "g", gaae::score),
+        DetectorKind::Wild => ("e", "g", wild::score),
         other => return Err(ExportError::NotImplemented(other.name())),
     };
-    let (score_v, map_v) = build(&mut b, &weights, cfg, score, &io)?;
+    let (z, x_hat) = layers::encode_decode(&mut b, &weights, cfg, &image, enc, dec)?;
+    let diff = b.binary("Sub", &image, &x_hat);
+    let abs = b.unary("Abs", &diff);
+    let r = Reconstruction {
+        x: image,
+        z,
+        x_hat,
+        diff,
+        abs,
+    };
+    let score_v = head(&mut b, &weights, cfg, &r, score)?;
+    // Every detector's map: the channel mean of |x − x̂|, smoothed.
+    let map_v = b.residual_map(&r.abs, cfg.sigma, s, s);
     b.output(SCORE, &score_v, &[Dim::Param(BATCH)]);
     b.output(
         MAP,
