@@ -219,17 +219,22 @@ fn score_tolerance(candle: &[f32]) -> f32 {
 
 /// For each of `scores`: exports the bundle at `trained` with that score, then tract and
 /// onnxruntime on the f32 graph must give Candle's score (within [`score_tolerance`]) and
-/// anomaly map (within 1e-4) on 64 test images. With `int8`, the first score's bundle is also
-/// exported with `--quantize int8` and checked with tract against the f32 graph.
-fn check_export(trained: &Path, detector: &str, scores: &[&str], int8: bool) {
+/// anomaly map (within 1e-4) on 64 test images. The bundle with score `int8` is also exported
+/// with `--quantize int8` and checked with tract against the f32 graph: the detector's default
+/// score, or where that leaves a network out of the graph (EGBAD's residual skips the
+/// discriminator) a score that holds it. GANomaly's `encoder` score is left out of the int8
+/// check: the distance between two quantised latent codes ranks the test images only loosely
+/// (measured Spearman 0.74 against f32 on this bundle; docs/bundle.md).
+fn check_export(trained: &Path, detector: &str, scores: &[&str], int8: &str) {
+    assert!(scores.contains(&int8), "{int8} is not among {scores:?}");
     let tmp = tempfile::tempdir().unwrap();
-    for (i, score) in scores.iter().enumerate() {
+    for score in scores {
         let dir = copy_bundle_of(trained, &tmp.path().join(score));
         let mut m = Manifest::load(&dir).unwrap();
         assert_eq!(m.detector, detector);
         m.score.name = (*score).into();
         m.save(&dir).unwrap();
-        let quantize = int8 && i == 0;
+        let quantize = *score == int8;
         if quantize {
             export(&dir, &["--quantize", "int8", "--calibration", "64"]);
         } else {
@@ -380,25 +385,35 @@ fn trained_small(detector: &str) -> PathBuf {
 /// Every score GANomaly offers, on the bundle the other tests of this file share.
 #[test]
 fn exported_ganomaly_matches_candle_in_tract_and_onnxruntime() {
-    check_export(trained(), "ganomaly", &["residual", "encoder"], true);
+    check_export(trained(), "ganomaly", &["residual", "encoder"], "residual");
 }
 
 #[test]
 fn exported_egbad_matches_candle_in_tract_and_onnxruntime() {
     let dir = trained_small("egbad");
-    check_export(&dir, "egbad", &["residual", "combined", "features"], true);
+    check_export(
+        &dir,
+        "egbad",
+        &["residual", "combined", "features"],
+        "combined",
+    );
 }
 
 #[test]
 fn exported_alad_matches_candle_in_tract_and_onnxruntime() {
     let dir = trained_small("alad");
-    check_export(&dir, "alad", &["features", "l1", "l2", "logits"], true);
+    check_export(
+        &dir,
+        "alad",
+        &["features", "l1", "l2", "logits"],
+        "features",
+    );
 }
 
 #[test]
 fn exported_fanogan_matches_candle_in_tract_and_onnxruntime() {
     let dir = trained_small("fanogan");
-    check_export(&dir, "fanogan", &["izif", "residual"], true);
+    check_export(&dir, "fanogan", &["izif", "residual"], "izif");
 }
 
 #[test]
@@ -408,14 +423,19 @@ fn exported_gaae_matches_candle_in_tract_and_onnxruntime() {
         &dir,
         "gaae",
         &["combined", "residual", "features", "latent"],
-        true,
+        "combined",
     );
 }
 
 #[test]
 fn exported_wild_matches_candle_in_tract_and_onnxruntime() {
     let dir = trained_small("wild");
-    check_export(&dir, "wild", &["combined", "residual", "origin"], true);
+    check_export(
+        &dir,
+        "wild",
+        &["combined", "residual", "origin"],
+        "combined",
+    );
 }
 
 /// The tests above name every score of every exportable detector: a score added to a

@@ -212,3 +212,54 @@ pub fn scorer_model(detector: &dyn Detector, score: &str) -> Result<pb::ModelPro
 pub fn encode(model: &pb::ModelProto) -> Vec<u8> {
     model.encode_to_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn tiny(kind: DetectorKind) -> Box<dyn Detector> {
+        let cfg = ModelConfig {
+            size: 16,
+            channels: 1,
+            latent: 8,
+            width: 4,
+            sigma: 1.0,
+            seed: 1,
+        };
+        crate::build(kind, cfg, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn every_score_of_every_exportable_detector_builds_and_unknown_ones_are_refused() {
+        for kind in DetectorKind::ALL {
+            if check_exportable(kind).is_err() {
+                continue;
+            }
+            let d = tiny(kind);
+            for score in kind.scores() {
+                let m = scorer_model(d.as_ref(), score).unwrap_or_else(|e| panic!("{kind}: {e}"));
+                let g = m.graph.as_ref().unwrap();
+                let outs: Vec<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+                assert_eq!(outs, [SCORE, MAP], "{kind}/{score}");
+                // Batch norm is folded away.
+                assert!(g.node.iter().all(|n| n.op_type != "BatchNormalization"));
+            }
+            let e = scorer_model(d.as_ref(), "no-such-score").err().unwrap();
+            assert!(matches!(e, ExportError::UnknownScore(_)), "{kind}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_anogan_is_refused() {
+        for kind in DetectorKind::ALL {
+            let r = check_exportable(kind);
+            assert_eq!(r.is_err(), kind == DetectorKind::AnoGan, "{kind}");
+        }
+        let e = scorer_model(tiny(DetectorKind::AnoGan).as_ref(), "residual").err();
+        assert!(
+            matches!(e, Some(ExportError::NotExportable { .. })),
+            "{e:?}"
+        );
+    }
+}
