@@ -359,10 +359,10 @@ fn small_data() -> &'static Path {
     })
 }
 
-/// `detector` trained for one epoch (batches of 32) on [`small_data`]: tiny, but every
-/// weight, batch-norm statistic, power-iteration vector and stored range has moved.
-fn trained_small(detector: &str) -> PathBuf {
-    let dir = tempfile::tempdir().unwrap().keep().join(detector);
+/// `detector` trained for one epoch (batches of 32) on [`small_data`], in `tmp`: tiny, but
+/// every weight, batch-norm statistic, power-iteration vector and stored range has moved.
+fn trained_small(tmp: &Path, detector: &str) -> PathBuf {
+    let dir = tmp.join(detector);
     let data = format!("folder:{}", small_data().display());
     ok(vigil(&[
         "train",
@@ -390,7 +390,8 @@ fn exported_ganomaly_matches_candle_in_tract_and_onnxruntime() {
 
 #[test]
 fn exported_egbad_matches_candle_in_tract_and_onnxruntime() {
-    let dir = trained_small("egbad");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "egbad");
     check_export(
         &dir,
         "egbad",
@@ -401,7 +402,8 @@ fn exported_egbad_matches_candle_in_tract_and_onnxruntime() {
 
 #[test]
 fn exported_alad_matches_candle_in_tract_and_onnxruntime() {
-    let dir = trained_small("alad");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "alad");
     check_export(
         &dir,
         "alad",
@@ -412,13 +414,15 @@ fn exported_alad_matches_candle_in_tract_and_onnxruntime() {
 
 #[test]
 fn exported_fanogan_matches_candle_in_tract_and_onnxruntime() {
-    let dir = trained_small("fanogan");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "fanogan");
     check_export(&dir, "fanogan", &["izif", "residual"], "izif");
 }
 
 #[test]
 fn exported_gaae_matches_candle_in_tract_and_onnxruntime() {
-    let dir = trained_small("gaae");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "gaae");
     check_export(
         &dir,
         "gaae",
@@ -429,7 +433,8 @@ fn exported_gaae_matches_candle_in_tract_and_onnxruntime() {
 
 #[test]
 fn exported_wild_matches_candle_in_tract_and_onnxruntime() {
-    let dir = trained_small("wild");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "wild");
     check_export(
         &dir,
         "wild",
