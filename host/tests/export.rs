@@ -49,12 +49,16 @@ fn trained() -> &'static Path {
     })
 }
 
-/// A private copy of the trained bundle, so tests can damage or edit it.
+/// A private copy of the shared GANomaly bundle, so tests can damage or edit it.
 fn copy_bundle(to: &Path) -> PathBuf {
+    copy_bundle_of(trained(), to)
+}
+
+fn copy_bundle_of(from: &Path, to: &Path) -> PathBuf {
     let dst = to.join("bundle");
     std::fs::create_dir_all(&dst).unwrap();
     for f in ["manifest.json", "weights.safetensors"] {
-        std::fs::copy(trained().join(f), dst.join(f)).unwrap();
+        std::fs::copy(from.join(f), dst.join(f)).unwrap();
     }
     dst
 }
@@ -204,17 +208,38 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// For each score GANomaly offers: tract and onnxruntime on the exported f32 graph give
-/// Candle's score and anomaly map on 64 test images within 1e-4.
-#[test]
-fn exported_ganomaly_matches_candle_in_tract_and_onnxruntime() {
+/// Largest score difference accepted between Candle and an exported f32 graph: 1e-4, or 2e-6
+/// of the largest score where that is more. Scores that sum over an image or a feature tensor
+/// (EGBAD's `combined`, GAAE's terms, …) reach tens or hundreds, where summing f32 in another
+/// order alone moves the last digits (measured: up to 2e-7 of the score).
+fn score_tolerance(candle: &[f32]) -> f32 {
+    let largest = candle.iter().fold(0f32, |m, s| m.max(s.abs()));
+    (2e-6 * largest).max(1e-4)
+}
+
+/// For each of `scores`: exports the bundle at `trained` with that score, then tract and
+/// onnxruntime on the f32 graph must give Candle's score (within [`score_tolerance`]) and
+/// anomaly map (within 1e-4) on 64 test images. The bundle with score `int8` is also exported
+/// with `--quantize int8` and checked with tract against the f32 graph: the detector's default
+/// score, or where that leaves a network out of the graph (EGBAD's residual skips the
+/// discriminator) a score that holds it. GANomaly's `encoder` score is left out of the int8
+/// check: the distance between two quantised latent codes ranks the test images only loosely
+/// (measured Spearman 0.74 against f32 on this bundle; docs/bundle.md).
+fn check_export(trained: &Path, detector: &str, scores: &[&str], int8: &str) {
+    assert!(scores.contains(&int8), "{int8} is not among {scores:?}");
     let tmp = tempfile::tempdir().unwrap();
-    for score in ["residual", "encoder"] {
-        let dir = copy_bundle(&tmp.path().join(score));
+    for score in scores {
+        let dir = copy_bundle_of(trained, &tmp.path().join(score));
         let mut m = Manifest::load(&dir).unwrap();
-        m.score.name = score.into();
+        assert_eq!(m.detector, detector);
+        m.score.name = (*score).into();
         m.save(&dir).unwrap();
-        export(&dir, &[]);
+        let quantize = *score == int8;
+        if quantize {
+            export(&dir, &["--quantize", "int8", "--calibration", "64"]);
+        } else {
+            export(&dir, &[]);
+        }
         let m = Manifest::load(&dir).unwrap();
         let entry = m.file("model.onnx").expect("manifest lists model.onnx");
         assert_eq!(entry.precision, "f32");
@@ -231,13 +256,215 @@ fn exported_ganomaly_matches_candle_in_tract_and_onnxruntime() {
             max_abs_diff(&cs, &os),
             max_abs_diff(&cm, &om),
         ];
+        let tol = score_tolerance(&cs);
         eprintln!(
-            "{score}: max |candle - tract| score {:.2e} map {:.2e}; |candle - ort| score {:.2e} map {:.2e}",
-            d[0], d[1], d[2], d[3]
+            "{detector}/{score}: max |candle - tract| score {:.2e} map {:.2e}; |candle - ort| \
+             score {:.2e} map {:.2e} (score tolerance {tol:.1e}, scores up to {:.3e})",
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            cs.iter().fold(0f32, |m, s| m.max(s.abs()))
         );
-        assert!(d.iter().all(|&x| x <= 1e-4), "{score}: differences {d:?}");
+        assert!(
+            d[0] <= tol && d[2] <= tol && d[1] <= 1e-4 && d[3] <= 1e-4,
+            "{detector}/{score}: differences {d:?}"
+        );
         // The scores must not be trivially equal (e.g. all zero).
-        assert!(cs.iter().any(|&s| (s - cs[0]).abs() > 1e-6));
+        assert!(
+            cs.iter().any(|&s| (s - cs[0]).abs() > 1e-6),
+            "{detector}/{score}: constant scores {cs:?}"
+        );
+
+        if quantize {
+            let entry = m
+                .file("model.int8.onnx")
+                .expect("manifest lists the int8 graph");
+            assert_eq!(entry.precision, "int8");
+            check_int8(
+                detector,
+                score,
+                &ts,
+                &tm,
+                &tract_scores(&dir, Precision::Int8, &samples, 8),
+            );
+        }
+    }
+}
+
+/// The int8 graph's scores against the f32 graph's (both in tract): finite, ordered alike
+/// (Spearman ρ ≥ 0.8) and within half the f32 scores' range. A loose check that the quantised
+/// graph computes the same thing, not an accuracy claim: scores on critic features (ALAD's
+/// `features`) move by up to ~40 % of their range on these barely trained bundles.
+fn check_int8(
+    detector: &str,
+    score: &str,
+    fs: &[f32],
+    fm: &[f32],
+    (qs, qm): &(Vec<f32>, Vec<f32>),
+) {
+    assert!(
+        qs.iter().chain(qm).all(|v| v.is_finite()),
+        "{detector}/{score} int8: non-finite output"
+    );
+    let range = fs.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s))
+        - fs.iter().fold(f32::INFINITY, |m, &s| m.min(s));
+    let d = max_abs_diff(fs, qs);
+    let rho = spearman(fs, qs);
+    let map_range = fm.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    let dm = max_abs_diff(fm, qm);
+    eprintln!(
+        "{detector}/{score} int8 vs f32 (tract): max score diff {d:.3e} (f32 score range \
+         {range:.3e}), Spearman {rho:.3}; max map diff {dm:.3e} (map max {map_range:.3e})"
+    );
+    assert!(
+        rho >= 0.8 && d <= 0.5 * range,
+        "{detector}/{score} int8: Spearman {rho}, max diff {d} against range {range}"
+    );
+}
+
+/// Spearman's rank correlation (no tie correction: the scores are continuous).
+fn spearman(a: &[f32], b: &[f32]) -> f32 {
+    let ranks = |v: &[f32]| {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0f32; v.len()];
+        for (rank, i) in idx.into_iter().enumerate() {
+            r[i] = rank as f32;
+        }
+        r
+    };
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f32;
+    let d2: f32 = ra.iter().zip(&rb).map(|(x, y)| (x - y) * (x - y)).sum();
+    1.0 - 6.0 * d2 / (n * (n * n - 1.0))
+}
+
+/// A small synthetic metal folder (173 training, 19 validation, 96 test images at 32²), so each
+/// detector below trains for one epoch in seconds.
+fn small_data() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep().join("metal");
+        ok(vigil(&[
+            "synth",
+            "--out",
+            dir.to_str().unwrap(),
+            "--count",
+            "192",
+            "--size",
+            "32",
+        ]));
+        dir
+    })
+}
+
+/// `detector` trained for one epoch (batches of 32) on [`small_data`], in `tmp`: tiny, but
+/// every weight, batch-norm statistic, power-iteration vector and stored range has moved.
+fn trained_small(tmp: &Path, detector: &str) -> PathBuf {
+    let dir = tmp.join(detector);
+    let data = format!("folder:{}", small_data().display());
+    ok(vigil(&[
+        "train",
+        "--detector",
+        detector,
+        "--data",
+        &data,
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch",
+        "32",
+        "--out",
+        dir.to_str().unwrap(),
+    ]));
+    dir
+}
+
+/// Every score GANomaly offers, on the bundle the other tests of this file share.
+#[test]
+fn exported_ganomaly_matches_candle_in_tract_and_onnxruntime() {
+    check_export(trained(), "ganomaly", &["residual", "encoder"], "residual");
+}
+
+#[test]
+fn exported_egbad_matches_candle_in_tract_and_onnxruntime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "egbad");
+    check_export(
+        &dir,
+        "egbad",
+        &["residual", "combined", "features"],
+        "combined",
+    );
+}
+
+#[test]
+fn exported_alad_matches_candle_in_tract_and_onnxruntime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "alad");
+    check_export(
+        &dir,
+        "alad",
+        &["features", "l1", "l2", "logits"],
+        "features",
+    );
+}
+
+#[test]
+fn exported_fanogan_matches_candle_in_tract_and_onnxruntime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "fanogan");
+    check_export(&dir, "fanogan", &["izif", "residual"], "izif");
+}
+
+#[test]
+fn exported_gaae_matches_candle_in_tract_and_onnxruntime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "gaae");
+    check_export(
+        &dir,
+        "gaae",
+        &["combined", "residual", "features", "latent"],
+        "combined",
+    );
+}
+
+#[test]
+fn exported_wild_matches_candle_in_tract_and_onnxruntime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "wild");
+    check_export(
+        &dir,
+        "wild",
+        &["combined", "residual", "origin"],
+        "combined",
+    );
+}
+
+/// The tests above name every score of every exportable detector: a score added to a
+/// detector without a test (or an export) fails here.
+#[test]
+fn export_tests_cover_every_score_of_every_exportable_detector() {
+    use vigil_models::export::check_exportable;
+    use vigil_models::DetectorKind;
+    let tested: &[(&str, &[&str])] = &[
+        ("ganomaly", &["residual", "encoder"]),
+        ("egbad", &["residual", "combined", "features"]),
+        ("alad", &["features", "l1", "l2", "logits"]),
+        ("fanogan", &["izif", "residual"]),
+        ("gaae", &["combined", "residual", "features", "latent"]),
+        ("wild", &["combined", "residual", "origin"]),
+    ];
+    for kind in DetectorKind::ALL {
+        let entry = tested.iter().find(|(d, _)| *d == kind.name());
+        match (check_exportable(kind), entry) {
+            (Ok(()), Some((_, scores))) => assert_eq!(*scores, kind.scores(), "{kind}"),
+            (Ok(()), None) => panic!("{kind} exports but has no parity test"),
+            (Err(_), Some(_)) => panic!("{kind} is tested but refused"),
+            (Err(_), None) => {}
+        }
     }
 }
 

@@ -264,6 +264,51 @@ impl GraphBuilder {
         self.reduce_mean(x, &[1, 2, 3], false)
     }
 
+    /// Per-sample sum over every axis but the batch of a rank-4 tensor: `[N, …]` → `[N]`
+    /// (`blocks::per_sample_sum`). From opset 13 ReduceSum takes its axes as an input.
+    pub fn per_sample_sum(&mut self, x: &str) -> String {
+        let axes = self.init_i64("axes", &[3], vec![1, 2, 3]);
+        self.node("ReduceSum", &[x, &axes], vec![("keepdims", Attr::Int(0))])
+    }
+
+    /// Per-sample `Σ|a − b|` over every axis but the batch (`blocks::l1_per_sample`).
+    pub fn l1_per_sample(&mut self, a: &str, b: &str) -> String {
+        let d = self.binary("Sub", a, b);
+        let abs = self.unary("Abs", &d);
+        self.per_sample_sum(&abs)
+    }
+
+    /// `x · k` for a constant `k`: Candle's `tensor * f64` (an affine map with the factor
+    /// rounded to f32, and no offset).
+    pub fn scale(&mut self, x: &str, k: f64) -> String {
+        let c = self.init_f32("k", &[], vec![k as f32]);
+        self.binary("Mul", x, &c)
+    }
+
+    /// `x + k` for a constant `k`, rounded to f32 as Candle's affine map rounds it.
+    pub fn offset(&mut self, x: &str, k: f64) -> String {
+        let c = self.init_f32("c", &[], vec![k as f32]);
+        self.binary("Add", x, &c)
+    }
+
+    /// Concatenation along `axis`.
+    pub fn concat(&mut self, xs: &[&str], axis: i64) -> String {
+        self.node("Concat", xs, vec![("axis", Attr::Int(axis))])
+    }
+
+    /// `[N, 1, 1, 1]` → `[N]` (Candle's `flatten_all` on one value per sample).
+    pub fn flatten_to_batch(&mut self, x: &str) -> String {
+        let shape = self.init_i64("shape", &[1], vec![-1]);
+        self.node("Reshape", &[x, &shape], vec![])
+    }
+
+    /// The map every detector reports: the channel mean of the residual `|x − x̂|`
+    /// `[N, C, H, W]`, Gaussian-smoothed to `[N, 1, H, W]`.
+    pub fn residual_map(&mut self, abs: &str, sigma: f32, h: usize, w: usize) -> String {
+        let mean = self.reduce_mean(abs, &[1], true);
+        self.gaussian_smooth(&mean, sigma, h, w)
+    }
+
     /// The Gaussian smoothing of [`crate::smoothing::GaussianSmoother`] on `[N, 1, H, W]`:
     /// reflect padding as a Gather with the same index table (ONNX `Pad` mode `reflect` does
     /// not repeat the edge sample, scipy's and ours does), then the separable kernel.

@@ -1,9 +1,15 @@
-//! The DCGAN pyramids of [`crate::layers`] as ONNX subgraphs, read from a detector's weights by
-//! the variable names `layers.rs` gives them. Batch norm is folded into the preceding
-//! convolution, so each stage is one Conv / ConvTranspose and its activation.
+//! The DCGAN pyramids of [`crate::layers`] and the batch-norm-free critics of
+//! [`crate::blocks`] as ONNX subgraphs, read from a detector's weights by the variable names
+//! those modules give them. Batch norm is folded into the preceding convolution, so each stage
+//! is one Conv / ConvTranspose and its activation; spectrally normalised weights are exported
+//! already divided by their σ.
+
+use candle_core::{Device, Tensor};
 
 use super::graph::{BatchNorm, ConvWeights, GraphBuilder};
 use super::{ExportError, Weights};
+use crate::blocks::power_iteration;
+use crate::ModelConfig;
 
 const BN_EPS: f32 = 1e-5;
 const LEAK: f32 = 0.2;
@@ -106,4 +112,159 @@ pub fn dc_decoder(
     let head = conv_w(w, &format!("{prefix}.head"), [c, channels, 4, 4])?;
     let y = b.conv_transpose(&h, &head, 2, 1);
     Ok(b.unary("Tanh", &y))
+}
+
+/// `DcEncoder` then `DcDecoder` under `enc` and `dec` (the E → G path every detector but
+/// AnoGAN scores with): returns (z `[N, latent, 1, 1]`, x̂ `[N, C, S, S]`).
+pub fn encode_decode(
+    b: &mut GraphBuilder,
+    w: &Weights,
+    cfg: &ModelConfig,
+    x: &str,
+    enc: &str,
+    dec: &str,
+) -> Result<(String, String), ExportError> {
+    let (s, c, l, wd) = (cfg.size, cfg.channels, cfg.latent, cfg.width);
+    let z = dc_encoder(b, w, enc, x, s, c, l, wd)?;
+    let x_hat = dc_decoder(b, w, dec, &z, s, c, l, wd)?;
+    Ok((z, x_hat))
+}
+
+/// The weight `blocks::SnConv2d` applies in evaluation mode: `<name>.weight`, divided by σ
+/// from one power iteration on the stored `<name>.u` when spectrally normalised. σ is
+/// computed by the same Candle function on the CPU, so the constant is the weight Candle uses.
+fn sn_conv_w(
+    w: &Weights,
+    name: &str,
+    dims: [usize; 4],
+    spectral: bool,
+) -> Result<ConvWeights, ExportError> {
+    let plain = conv_w(w, name, dims)?;
+    if !spectral {
+        return Ok(plain);
+    }
+    let u = w.get(&format!("{name}.u"), &[dims[0]])?;
+    let dev = Device::Cpu;
+    let weight = Tensor::from_vec(plain.weight, dims.to_vec(), &dev)?;
+    let u = Tensor::from_vec(u, dims[0], &dev)?;
+    let (_, sigma) = power_iteration(&weight.reshape((dims[0], ()))?, &u)?;
+    Ok(ConvWeights {
+        dims,
+        weight: weight.broadcast_div(&sigma)?.flatten_all()?.to_vec1()?,
+        bias: None,
+    })
+}
+
+/// `blocks::Critic` (no batch norm, optionally spectrally normalised) on `x` with `channels`
+/// input channels: the features before the head `[N, C, 4, 4]`; returns (value, C).
+pub fn critic_features(
+    b: &mut GraphBuilder,
+    w: &Weights,
+    prefix: &str,
+    x: &str,
+    cfg: &ModelConfig,
+    channels: usize,
+    spectral: bool,
+) -> Result<(String, usize), ExportError> {
+    let depth = depth(cfg.size)?;
+    let mut h = x.to_string();
+    let (mut cin, mut c) = (channels, cfg.width);
+    for i in 0..depth {
+        let conv = sn_conv_w(w, &format!("{prefix}.conv{i}"), [c, cin, 4, 4], spectral)?;
+        let y = b.conv(&h, &conv, 2, 1);
+        h = b.leaky_relu(&y, LEAK);
+        cin = c;
+        c *= 2;
+    }
+    Ok((h, cin))
+}
+
+/// The head of `blocks::Critic`: features `[N, c, 4, 4]` → `[N, out, 1, 1]`.
+pub fn critic_head(
+    b: &mut GraphBuilder,
+    w: &Weights,
+    prefix: &str,
+    features: &str,
+    c: usize,
+    out: usize,
+    spectral: bool,
+) -> Result<String, ExportError> {
+    let head = sn_conv_w(w, &format!("{prefix}.head"), [out, c, 4, 4], spectral)?;
+    Ok(b.conv(features, &head, 1, 0))
+}
+
+/// `blocks::Mlp` layers `fc0..` on `[N, dims[0], 1, 1]`, LeakyReLU after each. With `last`
+/// false the final layer is left out (`features_t`); with `last` true it is applied too,
+/// without its activation (`head_t(features_t(..))`).
+fn mlp(
+    b: &mut GraphBuilder,
+    w: &Weights,
+    prefix: &str,
+    x: &str,
+    dims: &[usize],
+    spectral: bool,
+    last: bool,
+) -> Result<String, ExportError> {
+    let n = dims.len() - 1;
+    let mut h = x.to_string();
+    for (i, d) in dims.windows(2).enumerate() {
+        if i + 1 == n && !last {
+            break;
+        }
+        let fc = sn_conv_w(w, &format!("{prefix}.fc{i}"), [d[1], d[0], 1, 1], spectral)?;
+        h = b.conv(&h, &fc, 1, 0);
+        if i + 1 < n {
+            h = b.leaky_relu(&h, LEAK);
+        }
+    }
+    Ok(h)
+}
+
+/// The latent branch of `blocks::JointCritic` on `z`: `LeakyReLU(z_branch(z))` `[N, 512, 1, 1]`.
+/// It depends on z alone, so detectors that query D(·, z) twice with one z compute it once.
+pub fn joint_critic_z(
+    b: &mut GraphBuilder,
+    w: &Weights,
+    prefix: &str,
+    z: &str,
+    latent: usize,
+    spectral: bool,
+) -> Result<String, ExportError> {
+    let h = mlp(
+        b,
+        w,
+        &format!("{prefix}.z"),
+        z,
+        &[latent, 512, 512],
+        spectral,
+        true,
+    )?;
+    Ok(b.leaky_relu(&h, LEAK))
+}
+
+/// The feature tap of `blocks::JointCritic::forward_t` on `x` and the latent branch's output
+/// `hz` (from [`joint_critic_z`]): `[N, 1024, 1, 1]`.
+pub fn joint_critic_features(
+    b: &mut GraphBuilder,
+    w: &Weights,
+    prefix: &str,
+    x: &str,
+    hz: &str,
+    cfg: &ModelConfig,
+    spectral: bool,
+) -> Result<String, ExportError> {
+    let xp = format!("{prefix}.x");
+    let (f, c) = critic_features(b, w, &xp, x, cfg, cfg.channels, spectral)?;
+    let hx = critic_head(b, w, &xp, &f, c, 512, spectral)?;
+    let hx = b.leaky_relu(&hx, LEAK);
+    let joint = b.concat(&[&hx, hz], 1);
+    mlp(
+        b,
+        w,
+        &format!("{prefix}.joint"),
+        &joint,
+        &[1024, 1024, 1],
+        spectral,
+        false,
+    )
 }

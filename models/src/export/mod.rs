@@ -8,10 +8,15 @@
 //! pyramids), reading weights by the names `weights.safetensors` uses. [`quant`] derives the
 //! int8 graph from the f32 one.
 
+pub mod alad;
+pub mod egbad;
+pub mod fanogan;
+pub mod gaae;
 pub mod ganomaly;
 pub mod graph;
 pub mod layers;
 pub mod quant;
+pub mod wild;
 
 use std::collections::HashMap;
 
@@ -19,7 +24,7 @@ use candle_nn::VarMap;
 use prost::Message;
 use tract_onnx::pb;
 
-use crate::{Detector, DetectorKind};
+use crate::{Detector, DetectorKind, ModelConfig};
 use graph::{Dim, GraphBuilder};
 
 pub const INPUT: &str = "image";
@@ -92,15 +97,39 @@ impl Weights {
     }
 }
 
-/// Names of the graph's input value, for the per-detector builders.
-pub struct ScorerIo {
-    pub image: String,
+/// What every exportable detector scores from, built once before its score head: the image,
+/// the E → G reconstruction and its residual (graph value names).
+pub struct Reconstruction {
+    /// The input image `[N, C, S, S]`.
+    pub x: String,
+    /// E(x) `[N, latent, 1, 1]`.
+    pub z: String,
+    /// G(E(x)) `[N, C, S, S]`.
+    pub x_hat: String,
+    /// x − x̂.
+    pub diff: String,
+    /// |x − x̂|, which every detector's anomaly map smooths.
+    pub abs: String,
 }
+
+/// A detector's score head: the value of score `score` (`[N]`) from the reconstruction.
+type ScoreHead = fn(
+    &mut GraphBuilder,
+    &Weights,
+    &ModelConfig,
+    &Reconstruction,
+    &str,
+) -> Result<String, ExportError>;
 
 /// Whether `kind` can be exported, and why not.
 pub fn check_exportable(kind: DetectorKind) -> Result<(), ExportError> {
     match kind {
-        DetectorKind::Ganomaly => Ok(()),
+        DetectorKind::Ganomaly
+        | DetectorKind::Egbad
+        | DetectorKind::Alad
+        | DetectorKind::FAnoGan
+        | DetectorKind::Gaae
+        | DetectorKind::Wild => Ok(()),
         DetectorKind::AnoGan => Err(ExportError::NotExportable {
             detector: "anogan",
             reason: "AnoGAN scores by optimising a latent code per image (iterative \
@@ -108,7 +137,6 @@ pub fn check_exportable(kind: DetectorKind) -> Result<(), ExportError> {
                      score it on the host or the appliance with the Candle backend \
                      (`vigil eval`, `vigild --backend gpu`) from weights.safetensors",
         }),
-        other => Err(ExportError::NotImplemented(other.name())),
     }
 }
 
@@ -129,11 +157,29 @@ pub fn scorer_model(detector: &dyn Detector, score: &str) -> Result<pb::ModelPro
             Dim::Fixed(s),
         ],
     );
-    let io = ScorerIo { image };
-    let (score_v, map_v) = match kind {
-        DetectorKind::Ganomaly => ganomaly::build(&mut b, &weights, cfg, score, &io)?,
+    // The variable prefixes of each detector's encoder and generator, and its score head.
+    let (enc, dec, head): (&str, &str, ScoreHead) = match kind {
+        DetectorKind::Ganomaly => ("g.encoder", "g.decoder", ganomaly::score),
+        DetectorKind::Egbad => ("e", "g", egbad::score),
+        DetectorKind::Alad => ("e", "g", alad::score),
+        DetectorKind::FAnoGan => ("e", "g", fanogan::score),
+        DetectorKind::Gaae => ("e", "g", gaae::score),
+        DetectorKind::Wild => ("e", "g", wild::score),
         other => return Err(ExportError::NotImplemented(other.name())),
     };
+    let (z, x_hat) = layers::encode_decode(&mut b, &weights, cfg, &image, enc, dec)?;
+    let diff = b.binary("Sub", &image, &x_hat);
+    let abs = b.unary("Abs", &diff);
+    let r = Reconstruction {
+        x: image,
+        z,
+        x_hat,
+        diff,
+        abs,
+    };
+    let score_v = head(&mut b, &weights, cfg, &r, score)?;
+    // Every detector's map: the channel mean of |x − x̂|, smoothed.
+    let map_v = b.residual_map(&r.abs, cfg.sigma, s, s);
     b.output(SCORE, &score_v, &[Dim::Param(BATCH)]);
     b.output(
         MAP,
@@ -165,4 +211,55 @@ pub fn scorer_model(detector: &dyn Detector, score: &str) -> Result<pb::ModelPro
 /// Protobuf bytes of a model.
 pub fn encode(model: &pb::ModelProto) -> Vec<u8> {
     model.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn tiny(kind: DetectorKind) -> Box<dyn Detector> {
+        let cfg = ModelConfig {
+            size: 16,
+            channels: 1,
+            latent: 8,
+            width: 4,
+            sigma: 1.0,
+            seed: 1,
+        };
+        crate::build(kind, cfg, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn every_score_of_every_exportable_detector_builds_and_unknown_ones_are_refused() {
+        for kind in DetectorKind::ALL {
+            if check_exportable(kind).is_err() {
+                continue;
+            }
+            let d = tiny(kind);
+            for score in kind.scores() {
+                let m = scorer_model(d.as_ref(), score).unwrap_or_else(|e| panic!("{kind}: {e}"));
+                let g = m.graph.as_ref().unwrap();
+                let outs: Vec<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+                assert_eq!(outs, [SCORE, MAP], "{kind}/{score}");
+                // Batch norm is folded away.
+                assert!(g.node.iter().all(|n| n.op_type != "BatchNormalization"));
+            }
+            let e = scorer_model(d.as_ref(), "no-such-score").err().unwrap();
+            assert!(matches!(e, ExportError::UnknownScore(_)), "{kind}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_anogan_is_refused() {
+        for kind in DetectorKind::ALL {
+            let r = check_exportable(kind);
+            assert_eq!(r.is_err(), kind == DetectorKind::AnoGan, "{kind}");
+        }
+        let e = scorer_model(tiny(DetectorKind::AnoGan).as_ref(), "residual").err();
+        assert!(
+            matches!(e, Some(ExportError::NotExportable { .. })),
+            "{e:?}"
+        );
+    }
 }
