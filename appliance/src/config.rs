@@ -14,6 +14,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::tract::Precision;
+
 /// Default MQTT port, plain and TLS.
 pub const MQTT_PORT: u16 = 1883;
 pub const MQTTS_PORT: u16 = 8883;
@@ -82,6 +84,11 @@ pub struct Settings {
     /// Scoring backend: tract (CPU) or gpu. Default: tract.
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
+    /// Exported graph the tract backend runs: f32 (model.onnx) or int8 (model.int8.onnx, from
+    /// `vigil export --quantize int8`). Default: f32, which tract runs faster on x86-64
+    /// (docs/benchmarks.md, "Inference").
+    #[arg(long, value_name = "P")]
+    pub precision: Option<String>,
     /// Topic prefix. Default: vigil/<device_id>.
     #[arg(long, value_name = "PREFIX")]
     pub topic_prefix: Option<String>,
@@ -340,6 +347,7 @@ pub struct Config {
     pub budget: std::time::Duration,
     pub frames: Option<u64>,
     pub backend: BackendKind,
+    pub precision: Precision,
     pub roi: Option<Roi>,
     pub v4l: V4lConfig,
     pub seed: u64,
@@ -478,6 +486,12 @@ impl Settings {
             "tract" => BackendKind::Tract,
             "gpu" => BackendKind::Gpu,
             other => return Err(bad(&src, "backend", other, "expected tract or gpu")),
+        };
+        let (precision, src) = get!(precision);
+        let precision = match precision.as_deref().unwrap_or("f32") {
+            "f32" => Precision::F32,
+            "int8" => Precision::Int8,
+            other => return Err(bad(&src, "precision", other, "expected f32 or int8")),
         };
 
         let (broker, src) = get!(broker);
@@ -631,6 +645,7 @@ impl Settings {
             budget,
             frames,
             backend,
+            precision,
             roi,
             v4l: V4lConfig {
                 format,
@@ -685,6 +700,7 @@ struct Effective<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     frames: Option<u64>,
     backend: BackendKind,
+    precision: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     broker: Option<String>,
     embedded_broker: bool,
@@ -721,6 +737,10 @@ impl Config {
             budget_ms: self.budget.as_secs_f64() * 1000.0,
             frames: self.frames,
             backend: self.backend,
+            precision: match self.precision {
+                Precision::F32 => "f32",
+                Precision::Int8 => "int8",
+            },
             broker: m.broker.as_ref().map(|b| b.to_string()),
             embedded_broker: m.embedded_broker,
             device_id: &m.device_id,
@@ -766,6 +786,7 @@ mod tests {
         for (text, field, value) in [
             ("fps = -1.0", "fps", "-1"),
             ("backend = \"cuda\"", "backend", "cuda"),
+            ("precision = \"int4\"", "precision", "int4"),
             ("broker = \"http://x\"", "broker", "http://x"),
             ("broker = \"mqtt://h:99999\"", "broker", "mqtt://h:99999"),
             ("masks = \"some\"", "masks", "some"),

@@ -88,7 +88,11 @@ fn open_backend(cfg: &Config, manifest: &Manifest) -> Result<Box<dyn Backend>> {
             "field `backend` = \"gpu\": the GPU backend is not in this build; use backend = \"tract\""
         ),
         BackendKind::Tract => {
-            let b = TractBackend::load(&cfg.model, &TractOptions::default())
+            let opts = TractOptions {
+                precision: cfg.precision,
+                ..TractOptions::default()
+            };
+            let b = TractBackend::load(&cfg.model, &opts)
                 .with_context(|| format!("{}: cannot load the model", cfg.model.display()))?;
             let _ = manifest;
             Ok(Box::new(b))

@@ -10,7 +10,8 @@ use vigil_shared::metrics;
 use crate::bundle::LoadedModel;
 use crate::data::{Dataset, Sample};
 use crate::report::{self, Tile};
-use crate::train::{preview_tiles, score_samples};
+use crate::train::{preview_tiles, score_samples, Scored};
+use vigil_models::export::run::OnnxScorer;
 
 /// The JSON object `vigil eval` prints (field names are fixed by DESIGN.md).
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +38,52 @@ pub fn evaluate(
     device: &Device,
 ) -> Result<EvalResult> {
     let m = &model.manifest;
+    check_geometry(model, data)?;
+    let test = &data.test;
+    let has_masks = test.iter().any(|s| s.mask.is_some());
+    let scored = score_samples(
+        model.detector.as_ref(),
+        test,
+        &m.score.name,
+        has_masks,
+        device,
+    )?;
+    let result = metrics_of(model, data, &scored)?;
+    if let Some(dir) = report_dir {
+        let labels: Vec<bool> = test.iter().map(|s| s.anomalous).collect();
+        write_report(model, test, &scored.scores, &labels, &result, dir, device)?;
+    }
+    Ok(result)
+}
+
+/// [`evaluate`] with the scores and maps of an exported graph (`file`, relative to the bundle
+/// directory `dir` and listed in its manifest) run by tract.
+pub fn evaluate_onnx(
+    model: &LoadedModel,
+    dir: &Path,
+    file: &Path,
+    data: &Dataset,
+) -> Result<EvalResult> {
+    let m = &model.manifest;
+    check_geometry(model, data)?;
+    let name = file.to_string_lossy();
+    m.verify_file(dir, &name)
+        .with_context(|| format!("--onnx {name}: not a verified file of the bundle"))?;
+    let (c, size) = (m.input.channels, m.input.height);
+    let scorer = OnnxScorer::load(&dir.join(file), [c, size, size], 32)?;
+    let test = &data.test;
+    let images: Vec<f32> = test.iter().flat_map(|s| s.image.iter().copied()).collect();
+    let (scores, maps) = scorer.run(&images)?;
+    let has_masks = test.iter().any(|s| s.mask.is_some());
+    let scored = Scored {
+        scores,
+        maps: has_masks.then_some(maps),
+    };
+    metrics_of(model, data, &scored)
+}
+
+fn check_geometry(model: &LoadedModel, data: &Dataset) -> Result<()> {
+    let m = &model.manifest;
     let (size, channels) = (m.input.height, m.input.channels);
     if data.size != size || data.channels != channels {
         anyhow::bail!(
@@ -46,16 +93,14 @@ pub fn evaluate(
             data.size
         );
     }
+    Ok(())
+}
+
+fn metrics_of(model: &LoadedModel, data: &Dataset, scored: &Scored) -> Result<EvalResult> {
+    let m = &model.manifest;
+    let size = m.input.height;
     let test = &data.test;
     let labels: Vec<bool> = test.iter().map(|s| s.anomalous).collect();
-    let has_masks = test.iter().any(|s| s.mask.is_some());
-    let scored = score_samples(
-        model.detector.as_ref(),
-        test,
-        &m.score.name,
-        has_masks,
-        device,
-    )?;
     let scores = &scored.scores;
 
     let image_auroc = metrics::auroc(scores, &labels).context("image AUROC")?;
@@ -91,9 +136,6 @@ pub fn evaluate(
         detector: m.detector.clone(),
         score: m.score.name.clone(),
     };
-    if let Some(dir) = report_dir {
-        write_report(model, test, scores, &labels, &result, dir, device)?;
-    }
     Ok(result)
 }
 

@@ -125,6 +125,11 @@ struct EvalArgs {
     /// Also write ROC and PR curves, a score histogram and an overlay grid (PNG) here.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// Score with an exported graph of the bundle run by tract, as the appliance does, instead of
+    /// the Candle model: `model.onnx` or `model.int8.onnx` (a path relative to --model, checked
+    /// against the manifest's sha256). Measures what export and quantisation cost in accuracy.
+    #[arg(long, value_name = "FILE", conflicts_with = "report")]
+    onnx: Option<PathBuf>,
     /// Compute device: `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -259,7 +264,10 @@ fn run(cli: Cli) -> Result<()> {
                 seed: model.manifest.training.seed,
             };
             let dataset = data::load(&spec, &opts)?;
-            let result = eval::evaluate(&model, &dataset, a.report.as_deref(), &device)?;
+            let result = match &a.onnx {
+                Some(file) => eval::evaluate_onnx(&model, &a.model, file, &dataset)?,
+                None => eval::evaluate(&model, &dataset, a.report.as_deref(), &device)?,
+            };
             println!("{}", serde_json::to_string(&result)?);
         }
         Command::Export(a) => {

@@ -117,7 +117,10 @@ fn mqtt_broker_down_5s_mid_run_every_result_arrives_in_order() {
     let mut once = ids.clone();
     once.dedup();
     assert_eq!(once, (0..N).collect::<Vec<_>>(), "every result, in order");
-    eprintln!("results repeated after the outage: {}", ids.len() - once.len());
+    eprintln!(
+        "results repeated after the outage: {}",
+        ids.len() - once.len()
+    );
     assert!(
         ids.len() - once.len() <= 16,
         "at most the in-flight window is repeated: {ids:?}"

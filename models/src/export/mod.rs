@@ -16,6 +16,7 @@ pub mod ganomaly;
 pub mod graph;
 pub mod layers;
 pub mod quant;
+pub mod run;
 pub mod wild;
 
 use std::collections::HashMap;

@@ -97,13 +97,11 @@ fn calibrate(
         .map(|n| (n.clone(), (f32::INFINITY, f32::NEG_INFINITY)))
         .collect();
     for chunk in images.chunks(BATCH * frame) {
-        let n = chunk.len() / frame;
         // Pad the last batch by repeating its first image: duplicates do not move min/max.
         let mut buf = chunk.to_vec();
         while buf.len() < BATCH * frame {
             buf.extend_from_slice(&chunk[..frame]);
         }
-        let _ = n;
         let input = Tensor::from_shape(&[BATCH, chw[0], chw[1], chw[2]], &buf).map_err(qerr)?;
         let out = plan
             .run(tvec![input.into()])
