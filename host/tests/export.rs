@@ -561,3 +561,36 @@ fn anogan_export_is_refused_with_a_pointer_to_candle() {
     assert!(err.contains("anogan") && err.contains("Candle"), "{err}");
     assert!(!dir.join("model.onnx").exists());
 }
+
+/// `vigil eval --onnx`: the exported f32 graph gives the Candle model's metrics on the same
+/// test split (pixel metrics included), the int8 graph metrics of its own that stay close, and
+/// a file that is not part of the bundle is refused by name.
+#[test]
+fn eval_with_the_exported_graph_matches_candle_and_int8_stays_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = copy_bundle(tmp.path());
+    export(&b, &["--quantize", "int8", "--calibration", "64"]);
+    let model = b.to_str().unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["eval", "--model", model];
+        all.extend_from_slice(args);
+        serde_json::from_slice(&ok(vigil(&all)).stdout).expect("eval prints JSON")
+    };
+    let candle = json(&[]);
+    let f32 = json(&["--onnx", "model.onnx"]);
+    let int8 = json(&["--onnx", "model.int8.onnx"]);
+    for key in ["image_auroc", "image_auprc", "pixel_auroc", "pixel_aupro"] {
+        let (c, f, q) = (
+            candle[key].as_f64().unwrap(),
+            f32[key].as_f64().unwrap(),
+            int8[key].as_f64().unwrap(),
+        );
+        assert!((c - f).abs() < 1e-4, "{key}: candle {c} vs f32 graph {f}");
+        assert!((c - q).abs() < 0.03, "{key}: candle {c} vs int8 graph {q}");
+    }
+    assert_eq!(f32["n_anomalous"], candle["n_anomalous"]);
+
+    let o = vigil(&["eval", "--model", model, "--onnx", "other.onnx"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("other.onnx"), "{err}");
+}
