@@ -500,11 +500,12 @@ fn replay(
                 }
                 view.frame(&r, truth.map(|d| d.name()), fps);
                 live.results.push(r);
-                if live
-                    .results
-                    .last()
-                    .is_some_and(|r| r.frame_id + 1 >= opts.frames as u64)
-                {
+                // The last part, or as many frames as parts (a frame dropped while scoring
+                // lagged shifts the files against the frame ids).
+                let last_part = parts.last().map(|p| p.name.as_str());
+                if live.results.last().is_some_and(|r| {
+                    Some(r.source.as_str()) == last_part || r.frame_id + 1 >= opts.frames as u64
+                }) {
                     live.fps = if live.results.len() >= 2 {
                         (live.results.len() - 1) as f64
                             / (now - first_at.unwrap_or(now))
