@@ -698,7 +698,7 @@ fn print_summary(s: &DemoSummary, live: &Live, parts: &[LinePart]) {
         kinds.join(", ")
     );
     println!(
-        "  results    {} received, {} flagged: {} true positives, {} false positives, {} missed",
+        "  results    {} received, {} flagged: true positives {}, false positives {}, missed {}",
         s.frames, s.flagged, s.true_positives, s.false_positives, s.missed
     );
     println!(
