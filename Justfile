@@ -1,5 +1,9 @@
 # Vigil tasks. `just --list` shows them all.
 
+# The README's main job: synthetic line → quick GANomaly → ONNX → vigild + embedded broker → live dashboard view and summary.
+demo *args:
+    cargo run --release -p vigil-host -- demo {{args}}
+
 # Run every test the way CI does (installs Debian packages the tests need).
 test:
     bash .ci/run

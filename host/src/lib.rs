@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod data;
+pub mod demo;
 pub mod eval;
 pub mod export;
 pub mod report;

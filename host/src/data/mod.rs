@@ -23,7 +23,7 @@ pub use error::DataError;
 pub use folder::load_image_file;
 pub use imageops::{mask_from_u8, to_model_input};
 pub use spec::DataSpec;
-pub use synthetic::{write_synthetic_folder, SynthSummary};
+pub use synthetic::{write_line, write_synthetic_folder, LinePart, SynthSummary, LINE_LABELS};
 pub use vigil_shared::synth::{DefectKind, SurfaceKind};
 
 /// One image at the model size.

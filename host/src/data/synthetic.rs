@@ -27,6 +27,8 @@ enum Split {
     Val = 2,
     TestGood = 3,
     TestDefective = 4,
+    /// Parts of a production line replay ([`write_line`]): never seen in training.
+    Line = 5,
 }
 
 fn image_seed(seed: u64, split: Split, index: usize) -> u64 {
@@ -305,4 +307,82 @@ pub fn write_synthetic_folder(
             .collect(),
         masks: n_def,
     })
+}
+
+/// One part of a line written by [`write_line`]: its file name and, for a defective part, the
+/// defect drawn on it (the ground truth a detector's verdicts are checked against).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinePart {
+    pub name: String,
+    pub defect: Option<DefectKind>,
+}
+
+/// Name of the ground-truth file [`write_line`] puts next to the frames (not an image, so
+/// vigild's folder replay skips it).
+pub const LINE_LABELS: &str = "labels.csv";
+
+/// Writes a production line of `count` parts as `part_NNNNN.png` in `dir` (replayed by vigild's
+/// `folder:` source in that order) and `labels.csv` (`name,defect`, `good` for good parts).
+///
+/// Each part is defective with probability `defect_rate`, the defect kinds round-robin, from
+/// generators seeded apart from every training split, so the line is parts the model never saw.
+/// Refuses a `dir` that already holds files, so frames of an earlier line never mix in.
+pub fn write_line(
+    dir: &Path,
+    kind: SurfaceKind,
+    count: usize,
+    size: usize,
+    channels: usize,
+    defect_rate: f32,
+    seed: u64,
+) -> Result<Vec<LinePart>, DataError> {
+    if count == 0 {
+        return Err(DataError::Options("a line needs at least one part".into()));
+    }
+    if !(0.0..=1.0).contains(&defect_rate) {
+        return Err(DataError::Options(format!(
+            "defect rate {defect_rate} must be between 0 and 1"
+        )));
+    }
+    Generator::try_new(kind, size, size, channels, seed)
+        .map_err(|e| DataError::Options(e.to_string()))?;
+    let non_empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+    if non_empty {
+        return Err(DataError::Layout {
+            path: dir.to_path_buf(),
+            reason: "already holds files; remove it or choose another directory".into(),
+        });
+    }
+    mkdir(dir)?;
+
+    // Which parts are defective is drawn up front from one seeded stream, so the plan does not
+    // depend on the parallel order the images are rendered in.
+    let mut rng = Rng::new(seed ^ 0x11AE_5EED);
+    let mut next_kind = 0;
+    let parts: Vec<LinePart> = (0..count)
+        .map(|i| {
+            let defect = (rng.uniform() < defect_rate).then(|| {
+                next_kind += 1;
+                DefectKind::ALL[(next_kind - 1) % DefectKind::ALL.len()]
+            });
+            LinePart {
+                name: format!("part_{i:05}.png"),
+                defect,
+            }
+        })
+        .collect();
+    parts.par_iter().enumerate().try_for_each(|(i, p)| {
+        let img = generate(kind, size, channels, seed, Split::Line, i, p.defect);
+        save_png(&dir.join(&p.name), &img.pixels, size, channels)
+    })?;
+    let mut csv = String::from("name,defect\n");
+    for p in &parts {
+        csv += &format!("{},{}\n", p.name, p.defect.map_or("good", DefectKind::name));
+    }
+    let labels = dir.join(LINE_LABELS);
+    std::fs::write(&labels, csv).map_err(|e| DataError::Write {
+        path: labels,
+        reason: e.to_string(),
+    })?;
+    Ok(parts)
 }

@@ -525,3 +525,57 @@ fn bad_options_are_errors() {
     assert!(write_synthetic_folder(&p, SurfaceKind::BrushedMetal, 0, 32, 1, 0.5, 0).is_err());
     assert!(write_synthetic_folder(&p, SurfaceKind::BrushedMetal, 4, 32, 1, 1.5, 0).is_err());
 }
+
+#[test]
+fn write_line_writes_frames_in_order_with_labels_and_is_reproducible() {
+    let dir = tmp();
+    let a = dir.path().join("a");
+    let parts = write_line(&a, SurfaceKind::BrushedMetal, 40, 32, 1, 0.25, 3).unwrap();
+    assert_eq!(parts.len(), 40);
+    let n_def = parts.iter().filter(|p| p.defect.is_some()).count();
+    assert!((3..=20).contains(&n_def), "{n_def} defective of 40 at 0.25");
+    // Defect kinds round-robin, so every kind is on a line with four or more defects.
+    for k in DefectKind::ALL {
+        assert!(parts.iter().any(|p| p.defect == Some(k)), "no {k:?}");
+    }
+    let labels = std::fs::read_to_string(a.join(LINE_LABELS)).unwrap();
+    let rows: Vec<&str> = labels.lines().collect();
+    assert_eq!(rows[0], "name,defect");
+    assert_eq!(rows.len(), 41);
+    for (row, p) in rows[1..].iter().zip(&parts) {
+        let want = format!("{},{}", p.name, p.defect.map_or("good", DefectKind::name));
+        assert_eq!(*row, want);
+        let img = image::open(a.join(&p.name)).unwrap();
+        assert_eq!((img.width(), img.height()), (32, 32));
+    }
+    // File-name order is line order (what vigild's folder replay uses).
+    let mut names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>()
+    );
+
+    // Same seed, same line; a non-empty directory is refused.
+    let b = dir.path().join("b");
+    assert_eq!(
+        write_line(&b, SurfaceKind::BrushedMetal, 40, 32, 1, 0.25, 3).unwrap(),
+        parts
+    );
+    assert_eq!(
+        std::fs::read(a.join("part_00007.png")).unwrap(),
+        std::fs::read(b.join("part_00007.png")).unwrap()
+    );
+    let err = write_line(&a, SurfaceKind::BrushedMetal, 40, 32, 1, 0.25, 3).unwrap_err();
+    assert!(err.to_string().contains("already holds files"), "{err}");
+    assert!(write_line(
+        &dir.path().join("c"),
+        SurfaceKind::BrushedMetal,
+        0,
+        32,
+        1,
+        0.2,
+        0
+    )
+    .is_err());
+}
