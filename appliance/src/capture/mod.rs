@@ -10,6 +10,7 @@
 pub mod convert;
 pub mod folder;
 pub mod synthetic;
+#[cfg(feature = "camera")]
 pub mod v4l;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -156,7 +157,17 @@ pub fn open(cfg: &Config, channels: usize) -> Result<Box<dyn Source>, CaptureErr
         SourceSpec::Synthetic(kind) => {
             Box::new(synthetic::SyntheticSource::new(*kind, cfg, channels)?)
         }
+        #[cfg(feature = "camera")]
         SourceSpec::V4l(p) => Box::new(v4l::V4lSource::open(p, &cfg.v4l, channels)?),
+        #[cfg(not(feature = "camera"))]
+        SourceSpec::V4l(p) => {
+            return Err(CaptureError::Open {
+                path: format!("v4l:{}", p.display()),
+                msg: "this vigild was built without camera support (cargo feature `camera`, \
+                      which needs libclang-dev to build)"
+                    .into(),
+            })
+        }
     })
 }
 
