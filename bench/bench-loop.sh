@@ -22,6 +22,7 @@ fi
 frames=$((fps * secs))
 echo "vigild: $frames frames at $fps fps ($secs s)..."
 target/release/vigild --model "$model" --source synthetic:metal --fps "$fps" --frames "$frames" \
+  --threads "${THREADS:-1}" \
   --masks anomalous >"$out/results.jsonl" 2>"$out/vigild.log"
 grep '^vigild: summary ' "$out/vigild.log" | sed 's/^vigild: summary //' >"$out/summary.json"
 python3 - "$out/summary.json" "$fps" <<'PY'

@@ -89,6 +89,11 @@ pub struct Settings {
     /// (docs/benchmarks.md, "Inference").
     #[arg(long, value_name = "P")]
     pub precision: Option<String>,
+    /// Threads tract's matrix products use for one frame (1: the scoring thread only). More
+    /// threads cut inference latency on multi-core boxes at the cost of the cores' other work.
+    /// Default: 1.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Topic prefix. Default: vigil/<device_id>.
     #[arg(long, value_name = "PREFIX")]
     pub topic_prefix: Option<String>,
@@ -348,6 +353,7 @@ pub struct Config {
     pub frames: Option<u64>,
     pub backend: BackendKind,
     pub precision: Precision,
+    pub threads: usize,
     pub roi: Option<Roi>,
     pub v4l: V4lConfig,
     pub seed: u64,
@@ -493,6 +499,11 @@ impl Settings {
             "int8" => Precision::Int8,
             other => return Err(bad(&src, "precision", other, "expected f32 or int8")),
         };
+        let (threads, src) = get!(threads);
+        let threads = threads.unwrap_or(1);
+        if !(1..=64).contains(&threads) {
+            return Err(bad(&src, "threads", threads, "must be between 1 and 64"));
+        }
 
         let (broker, src) = get!(broker);
         let broker = broker
@@ -646,6 +657,7 @@ impl Settings {
             frames,
             backend,
             precision,
+            threads,
             roi,
             v4l: V4lConfig {
                 format,
@@ -701,6 +713,7 @@ struct Effective<'a> {
     frames: Option<u64>,
     backend: BackendKind,
     precision: &'static str,
+    threads: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     broker: Option<String>,
     embedded_broker: bool,
@@ -741,6 +754,7 @@ impl Config {
                 Precision::F32 => "f32",
                 Precision::Int8 => "int8",
             },
+            threads: self.threads,
             broker: m.broker.as_ref().map(|b| b.to_string()),
             embedded_broker: m.embedded_broker,
             device_id: &m.device_id,
@@ -787,6 +801,7 @@ mod tests {
             ("fps = -1.0", "fps", "-1"),
             ("backend = \"cuda\"", "backend", "cuda"),
             ("precision = \"int4\"", "precision", "int4"),
+            ("threads = 0", "threads", "0"),
             ("broker = \"http://x\"", "broker", "http://x"),
             ("broker = \"mqtt://h:99999\"", "broker", "mqtt://h:99999"),
             ("masks = \"some\"", "masks", "some"),

@@ -90,6 +90,7 @@ fn open_backend(cfg: &Config, manifest: &Manifest) -> Result<Box<dyn Backend>> {
         BackendKind::Tract => {
             let opts = TractOptions {
                 precision: cfg.precision,
+                threads: cfg.threads,
                 ..TractOptions::default()
             };
             let b = TractBackend::load(&cfg.model, &opts)
