@@ -129,9 +129,10 @@ struct TrainArgs {
     /// Passes over the training split.
     #[arg(long, default_value_t = 15)]
     epochs: usize,
-    /// Images per optimisation step.
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
+    /// Images per optimisation step. Default: 64 (the papers'), 16 for egbad, whose BiGAN
+    /// encoder needs more steps than 2 epochs of batch 64 give (docs/benchmarks.md).
+    #[arg(long)]
+    batch: Option<usize>,
     /// Size of the latent code.
     #[arg(long, default_value_t = 100)]
     latent: usize,
@@ -268,7 +269,7 @@ fn run(cli: Cli) -> Result<()> {
                     detector: a.detector,
                     out: a.out.clone(),
                     epochs: a.epochs,
-                    batch: a.batch,
+                    batch: a.batch.unwrap_or_else(|| a.detector.default_batch()),
                     latent: a.latent,
                     seed: a.seed,
                     resume: a.resume,

@@ -63,6 +63,16 @@ impl DetectorKind {
         }
     }
 
+    /// Images per step when `--batch` is not given. EGBAD's BiGAN learns its encoder from the
+    /// adversarial game alone, which needs more steps than 2 epochs of 64 give: on Fashion-MNIST
+    /// class 1 (32², 2 epochs) batch 16 reaches image AUROC 0.910 against 0.376 with 64.
+    pub fn default_batch(self) -> usize {
+        match self {
+            Self::Egbad => 16,
+            _ => 64,
+        }
+    }
+
     pub fn implemented(self) -> bool {
         true
     }
