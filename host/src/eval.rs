@@ -10,7 +10,7 @@ use vigil_shared::metrics;
 use crate::bundle::LoadedModel;
 use crate::data::{Dataset, Sample};
 use crate::report::{self, Tile};
-use crate::train::{preview_tiles, score_samples, Scored};
+use crate::train::{calibrate, preview_tiles, score_samples, Scored};
 use vigil_models::export::run::OnnxScorer;
 
 /// The JSON object `vigil eval` prints (field names are fixed by DESIGN.md).
@@ -31,24 +31,41 @@ pub struct EvalResult {
 /// FPR limit of the AUPRO integral (MVTec AD's and anomalib's default).
 const AUPRO_FPR_LIMIT: f64 = 0.3;
 
+/// `score` picks another of the detector's scores than the one the bundle was calibrated for
+/// (`None`: the bundle's own); its threshold is then calibrated afresh on the data's held-out
+/// normal images, with the bundle's quantile, so `image_f1` stays meaningful.
 pub fn evaluate(
     model: &LoadedModel,
     data: &Dataset,
+    score: Option<&str>,
     report_dir: Option<&Path>,
     device: &Device,
 ) -> Result<EvalResult> {
     let m = &model.manifest;
     check_geometry(model, data)?;
+    let detector = model.detector.as_ref();
+    let (score, threshold) = match score {
+        None => (m.score.name.as_str(), m.normalisation.threshold),
+        Some(s) if s == m.score.name => (s, m.normalisation.threshold),
+        Some(s) => {
+            let kind = detector.kind();
+            if !kind.scores().contains(&s) {
+                anyhow::bail!(
+                    "--score {s}: {} has no such score (it has: {})",
+                    kind.name(),
+                    kind.scores().join(", ")
+                );
+            }
+            let val = score_samples(detector, &data.val, s, false, device)?;
+            let norm = calibrate(&val.scores, m.normalisation.quantile)
+                .with_context(|| format!("calibrating the threshold of --score {s}"))?;
+            (s, norm.threshold)
+        }
+    };
     let test = &data.test;
     let has_masks = test.iter().any(|s| s.mask.is_some());
-    let scored = score_samples(
-        model.detector.as_ref(),
-        test,
-        &m.score.name,
-        has_masks,
-        device,
-    )?;
-    let result = metrics_of(model, data, &scored)?;
+    let scored = score_samples(detector, test, score, has_masks, device)?;
+    let result = metrics_of(model, data, &scored, score, threshold)?;
     if let Some(dir) = report_dir {
         let labels: Vec<bool> = test.iter().map(|s| s.anomalous).collect();
         write_report(model, test, &scored.scores, &labels, &result, dir, device)?;
@@ -79,7 +96,13 @@ pub fn evaluate_onnx(
         scores,
         maps: has_masks.then_some(maps),
     };
-    metrics_of(model, data, &scored)
+    metrics_of(
+        model,
+        data,
+        &scored,
+        &m.score.name,
+        m.normalisation.threshold,
+    )
 }
 
 fn check_geometry(model: &LoadedModel, data: &Dataset) -> Result<()> {
@@ -96,7 +119,13 @@ fn check_geometry(model: &LoadedModel, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
-fn metrics_of(model: &LoadedModel, data: &Dataset, scored: &Scored) -> Result<EvalResult> {
+fn metrics_of(
+    model: &LoadedModel,
+    data: &Dataset,
+    scored: &Scored,
+    score: &str,
+    threshold: f32,
+) -> Result<EvalResult> {
     let m = &model.manifest;
     let size = m.input.height;
     let test = &data.test;
@@ -105,7 +134,6 @@ fn metrics_of(model: &LoadedModel, data: &Dataset, scored: &Scored) -> Result<Ev
 
     let image_auroc = metrics::auroc(scores, &labels).context("image AUROC")?;
     let image_auprc = metrics::average_precision(scores, &labels).context("image AUPRC")?;
-    let threshold = m.normalisation.threshold;
     let image_f1 = metrics::f1_at(scores, &labels, threshold).context("image F1")?;
 
     let (mut pixel_auroc, mut pixel_aupro) = (None, None);
@@ -134,7 +162,7 @@ fn metrics_of(model: &LoadedModel, data: &Dataset, scored: &Scored) -> Result<Ev
         n_normal: labels.iter().filter(|l| !**l).count(),
         n_anomalous: labels.iter().filter(|l| **l).count(),
         detector: m.detector.clone(),
-        score: m.score.name.clone(),
+        score: score.to_string(),
     };
     Ok(result)
 }

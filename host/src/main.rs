@@ -175,6 +175,11 @@ struct EvalArgs {
     /// against the manifest's sha256). Measures what export and quantisation cost in accuracy.
     #[arg(long, value_name = "FILE", conflicts_with = "report")]
     onnx: Option<PathBuf>,
+    /// Evaluate another of the detector's scores than the bundle's (e.g. `origin` for `wild`;
+    /// `docs/bundle.md` lists each detector's). Its threshold, which only `image_f1` uses, is
+    /// calibrated afresh on the data's held-out normal images at the bundle's quantile.
+    #[arg(long, value_name = "NAME", conflicts_with = "onnx")]
+    score: Option<String>,
     /// Compute device: `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -311,7 +316,13 @@ fn run(cli: Cli) -> Result<()> {
             let dataset = data::load(&spec, &opts)?;
             let result = match &a.onnx {
                 Some(file) => eval::evaluate_onnx(&model, &a.model, file, &dataset)?,
-                None => eval::evaluate(&model, &dataset, a.report.as_deref(), &device)?,
+                None => eval::evaluate(
+                    &model,
+                    &dataset,
+                    a.score.as_deref(),
+                    a.report.as_deref(),
+                    &device,
+                )?,
             };
             println!("{}", serde_json::to_string(&result)?);
         }

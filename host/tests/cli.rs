@@ -101,6 +101,19 @@ fn ganomaly_on_fashion_mnist_class_1_reaches_auroc_090() {
     for f in ["roc.png", "pr.png", "histogram.png", "overlay.png"] {
         assert!(report.join(f).is_file(), "report lacks {f}");
     }
+
+    // The paper's own score, from the same bundle: evaluated and calibrated on its own.
+    let enc = eval_json(&model, &["--score", "encoder"]);
+    assert_eq!(enc["score"], "encoder", "{enc}");
+    let enc_auroc = enc["image_auroc"].as_f64().unwrap();
+    assert!(
+        enc_auroc > 0.5 && enc_auroc != auroc,
+        "encoder score AUROC {enc_auroc} (residual {auroc})"
+    );
+    assert_ne!(
+        enc["threshold"], v["threshold"],
+        "threshold not recalibrated"
+    );
 }
 
 fn synth_folder(dir: &Path) -> PathBuf {
@@ -189,6 +202,21 @@ fn copy_bundle(to: &Path) -> PathBuf {
         std::fs::copy(trained_bundle().join(f), dst.join(f)).unwrap();
     }
     dst
+}
+
+#[test]
+fn unknown_score_names_the_detectors_scores() {
+    let o = vigil(&[
+        "eval",
+        "--model",
+        trained_bundle().to_str().unwrap(),
+        "--score",
+        "origin",
+    ]);
+    assert_clean_error(
+        &o,
+        "--score origin: ganomaly has no such score (it has: residual, encoder)",
+    );
 }
 
 #[test]

@@ -416,7 +416,7 @@ fn exported_alad_matches_candle_in_tract_and_onnxruntime() {
 fn exported_fanogan_matches_candle_in_tract_and_onnxruntime() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = trained_small(tmp.path(), "fanogan");
-    check_export(&dir, "fanogan", &["izif", "residual"], "izif");
+    check_export(&dir, "fanogan", &["izif", "residual", "origin"], "izif");
 }
 
 #[test]
@@ -453,7 +453,7 @@ fn export_tests_cover_every_score_of_every_exportable_detector() {
         ("ganomaly", &["residual", "encoder"]),
         ("egbad", &["residual", "combined", "features"]),
         ("alad", &["features", "l1", "l2", "logits"]),
-        ("fanogan", &["izif", "residual"]),
+        ("fanogan", &["izif", "residual", "origin"]),
         ("gaae", &["combined", "residual", "features", "latent"]),
         ("wild", &["combined", "residual", "origin"]),
     ];

@@ -329,6 +329,13 @@ pub fn per_sample_sum(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(1)?.sum(D::Minus1)
 }
 
+/// Berg et al.'s origin term L_o = −‖z‖₂/√N_z per sample (`[N, N_z, …]` → `[N]`): a jointly
+/// trained encoder maps anomalies closer to the origin, so a smaller norm scores higher.
+pub fn origin_score(z: &Tensor) -> Result<Tensor> {
+    let nz = z.flatten_from(1)?.dim(1)? as f64;
+    per_sample_sum(&z.sqr()?)?.sqrt()? * (-1.0 / nz.sqrt())
+}
+
 /// Per-sample L1 distance `Σ|a − b|`, `[N]`.
 pub fn l1_per_sample(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     per_sample_sum(&(a - b)?.abs()?)

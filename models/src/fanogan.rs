@@ -9,8 +9,8 @@ use candle_nn::VarMap;
 use vigil_shared::rng::Rng;
 
 use crate::blocks::{
-    adam_for, enable_double_backprop, load_optimizers_state, optimizers_state, randn, var_builder,
-    wgan_adam, wgan_gp_critic_loss, Critic,
+    adam_for, enable_double_backprop, load_optimizers_state, optimizers_state, origin_score, randn,
+    var_builder, wgan_adam, wgan_gp_critic_loss, Critic,
 };
 use crate::detector::{Detector, DetectorKind, Inference, ModelConfig, OptimizerState};
 use crate::layers::{per_sample_mean, seeded_init, DcDecoder, DcEncoder};
@@ -45,8 +45,10 @@ pub struct FAnoGan {
 }
 
 impl FAnoGan {
-    /// `izif`: the paper's score, the izi_f loss per image; `residual`: mean |x − G(E(x))|.
-    pub const SCORES: &'static [&'static str] = &["izif", "residual"];
+    /// `izif`: the paper's score, the izi_f loss per image; `residual`: mean |x − G(E(x))|;
+    /// `origin`: Berg et al.'s latent-norm term L_o on f-AnoGAN's encoder (their Table 2
+    /// compares it with the jointly trained encoder of `wild`).
+    pub const SCORES: &'static [&'static str] = &["izif", "residual", "origin"];
 
     pub fn new(cfg: ModelConfig, device: &Device) -> Result<Self, ModelError> {
         enable_double_backprop();
@@ -77,18 +79,21 @@ impl FAnoGan {
         })
     }
 
-    /// (izi_f per sample, |x − x̂|, x̂). `train` only selects the encoder's batch-norm mode:
-    /// G is frozen once the encoder trains, so it always runs on its running statistics.
-    fn izif(&self, x: &Tensor, train: bool) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let rec = self
-            .generator
-            .forward_t(&self.encoder.forward_t(x, train)?, false)?;
+    /// (izi_f per sample, |x − x̂|, x̂, E(x)). `train` only selects the encoder's batch-norm
+    /// mode: G is frozen once the encoder trains, so it always runs on its running statistics.
+    fn izif(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let z = self.encoder.forward_t(x, train)?;
+        let rec = self.generator.forward_t(&z, false)?;
         let f_x = self.critic.features_t(x, false)?.detach();
         let f_rec = self.critic.features_t(&rec, false)?;
         let diff = (x - &rec)?;
         let izif =
             (per_sample_mean(&diff.sqr()?)? + (per_sample_mean(&(f_x - f_rec)?.sqr()?)? * KAPPA)?)?;
-        Ok((izif, diff.abs()?, rec))
+        Ok((izif, diff.abs()?, rec, z))
     }
 
     fn gan_step(&mut self, x: &Tensor) -> Result<Vec<(&'static str, f32)>, ModelError> {
@@ -109,7 +114,7 @@ impl FAnoGan {
     }
 
     fn encoder_step(&mut self, x: &Tensor) -> Result<Vec<(&'static str, f32)>, ModelError> {
-        let (izif, _, _) = self.izif(x, true)?;
+        let (izif, _, _, _) = self.izif(x, true)?;
         let loss = izif.mean_all()?;
         self.opt_e.step(&loss.backward()?)?;
         Ok(vec![("e_izif", loss.to_scalar()?)])
@@ -150,13 +155,14 @@ impl Detector for FAnoGan {
     }
 
     fn infer(&self, x: &Tensor) -> Result<Inference, ModelError> {
-        let (izif, abs, rec) = self.izif(x, false)?;
+        let (izif, abs, rec, z) = self.izif(x, false)?;
         let map = self.smoother.apply(&abs.mean_keepdim(1)?)?;
-        debug_assert_eq!(Self::SCORES, ["izif", "residual"]);
+        debug_assert_eq!(Self::SCORES, ["izif", "residual", "origin"]);
         Ok(Inference {
             scores: vec![
                 ("izif", izif.detach()),
                 ("residual", per_sample_mean(&abs)?.detach()),
+                ("origin", origin_score(&z)?.detach()),
             ],
             reconstruction: rec.detach(),
             map: map.detach(),

@@ -10,13 +10,13 @@
 //! the normal training images of the last epoch and saved with the weights
 //! (`stats.residual_range`), so a bundle scores each image on its own.
 
-use candle_core::{Device, ModuleT, Tensor, Var, D};
+use candle_core::{Device, ModuleT, Tensor, Var};
 use candle_nn::{Init, VarMap};
 use vigil_shared::rng::Rng;
 
 use crate::blocks::{
     adam_for, enable_double_backprop, l1_per_sample, load_optimizers_state, optimizers_state,
-    randn, var_builder, wgan_adam, wgan_gp_critic_loss, Critic,
+    origin_score, randn, var_builder, wgan_adam, wgan_gp_critic_loss, Critic,
 };
 use crate::detector::{Detector, DetectorKind, Inference, ModelConfig, OptimizerState};
 use crate::layers::{l1, per_sample_mean, seeded_init, DcDecoder, DcEncoder};
@@ -144,8 +144,7 @@ impl Detector for Wild {
         let range = self.range.as_tensor().to_vec1::<f32>()?;
         let (lo, hi) = (range[0] as f64, range[1] as f64);
         let l_n = r.affine(1.0 / (hi - lo).max(1e-6), -lo / (hi - lo).max(1e-6))?;
-        let nz = self.cfg.latent as f64;
-        let l_o = (z.flatten_from(1)?.sqr()?.sum(D::Minus1)?.sqrt()? * (-1.0 / nz.sqrt()))?;
+        let l_o = origin_score(&z)?;
         let combined = ((&l_n * WILD_LAMBDA)? + (&l_o * (1.0 - WILD_LAMBDA))?)?;
         let abs = (x - &rec)?.abs()?;
         let map = self.smoother.apply(&abs.mean_keepdim(1)?)?;

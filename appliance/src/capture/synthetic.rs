@@ -60,11 +60,13 @@ impl Source for SyntheticSource {
         if !self.pacer.wait(stop) {
             return Ok(Next::Stopped);
         }
+        // The generator returns a fresh image: this allocates on the capture thread (a test
+        // stand-in), never on the scoring path. Rendering stands for the camera's exposure and
+        // readout, so the frame counts as acquired once it exists, as a camera's does when its
+        // buffer is dequeued: latency and overhead then measure vigild, not the test scene.
+        let img = self.gen.sample(DEFECT_RATE);
         let t0 = Instant::now();
         let at = SystemTime::now();
-        // The generator returns a fresh image: this allocates on the capture thread (a test
-        // stand-in), never on the scoring path.
-        let img = self.gen.sample(DEFECT_RATE);
         frame.shape(img.width, img.height, img.channels);
         frame.data.copy_from_slice(&img.pixels);
         frame.source.clear();

@@ -1,4 +1,5 @@
-//! f-AnoGAN's score head: izi_f (pixel plus WGAN-critic feature residual) or the residual —
+//! f-AnoGAN's score head: izi_f (pixel plus WGAN-critic feature residual), the residual or the
+//! latent-norm term of Berg et al. —
 //! the scores of `FAnoGan::infer` in evaluation mode.
 
 use super::graph::GraphBuilder;
@@ -27,6 +28,7 @@ pub fn score(
             b.binary("Add", &pixels, &feats)
         }
         "residual" => b.per_sample_mean(&r.abs),
+        "origin" => r.origin(b, cfg),
         other => return Err(ExportError::UnknownScore(other.to_string())),
     })
 }

@@ -113,6 +113,16 @@ pub struct Reconstruction {
     pub abs: String,
 }
 
+impl Reconstruction {
+    /// Berg et al.'s L_o = −‖E(x)‖₂/√N_z per sample (`blocks::origin_score`).
+    pub fn origin(&self, b: &mut GraphBuilder, cfg: &ModelConfig) -> String {
+        let sq = b.binary("Mul", &self.z, &self.z);
+        let ss = b.per_sample_sum(&sq);
+        let norm = b.unary("Sqrt", &ss);
+        b.scale(&norm, -1.0 / (cfg.latent as f64).sqrt())
+    }
+}
+
 /// A detector's score head: the value of score `score` (`[N]`) from the reconstruction.
 type ScoreHead = fn(
     &mut GraphBuilder,

@@ -15,13 +15,6 @@ pub fn score(
     r: &Reconstruction,
     score: &str,
 ) -> Result<String, ExportError> {
-    // L_o = −‖E(x)‖₂/√N_z.
-    let l_o = |b: &mut GraphBuilder| {
-        let sq = b.binary("Mul", &r.z, &r.z);
-        let ss = b.per_sample_sum(&sq);
-        let norm = b.unary("Sqrt", &ss);
-        b.scale(&norm, -1.0 / (cfg.latent as f64).sqrt())
-    };
     Ok(match score {
         "combined" => {
             // L_n = (Σ|x − x̂| − lo)/(hi − lo) as `Wild::infer` evaluates it: one affine map
@@ -32,13 +25,13 @@ pub fn score(
             let rs = b.per_sample_sum(&r.abs);
             let rs = b.scale(&rs, 1.0 / span);
             let l_n = b.offset(&rs, -lo / span);
-            let o = l_o(b);
+            let o = r.origin(b, cfg);
             let n = b.scale(&l_n, WILD_LAMBDA);
             let o = b.scale(&o, 1.0 - WILD_LAMBDA);
             b.binary("Add", &n, &o)
         }
         "residual" => b.per_sample_mean(&r.abs),
-        "origin" => l_o(b),
+        "origin" => r.origin(b, cfg),
         other => return Err(ExportError::UnknownScore(other.to_string())),
     })
 }
