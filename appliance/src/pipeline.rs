@@ -354,6 +354,9 @@ pub const RESULT_QUEUE: usize = 128;
 /// initialisation and cold caches, which must not count as a deadline miss.
 pub const WARMUP_RUNS: usize = 3;
 
+/// Where ready backends arrive from the reload thread, and where replaced ones go back.
+type SwapPorts = (Receiver<Swap>, SyncSender<Box<dyn Backend>>);
+
 pub struct PipelineOptions {
     pub budget: Duration,
     pub roi: Option<Roi>,
@@ -382,7 +385,7 @@ pub struct Pipeline {
     telemetry: Arc<Telemetry>,
     scored: u64,
     /// Ready backends from the reload thread, and the way back for the replaced ones.
-    swaps: Option<(Receiver<Swap>, SyncSender<Box<dyn Backend>>)>,
+    swaps: Option<SwapPorts>,
     model_gen: u32,
     /// Duration of the warm-up, for the log.
     pub warmup: Duration,

@@ -332,8 +332,8 @@ mod tests {
         assert!(!token_eq("", "x"));
     }
 
-    /// A bundle that fails its checksum, and one with another input size, are refused and
-    /// counted; nothing reaches the scoring loop.
+    /// A missing bundle, one with another input size and one whose model fails its checksum
+    /// are refused and counted; nothing reaches the scoring loop.
     #[test]
     fn bad_bundles_are_refused_and_counted() {
         let dir = tempfile::tempdir().unwrap();
@@ -371,7 +371,21 @@ mod tests {
             serde_json::to_string(&manifest(1, 16)).unwrap(),
         )
         .unwrap();
-        for b in [dir.path().join("nope"), other] {
+        // The right input size, but model.onnx is not the file the manifest's sha256 names.
+        let tampered = dir.path().join("tampered");
+        std::fs::create_dir(&tampered).unwrap();
+        let mut m = manifest(1, 8);
+        m.files = serde_json::from_value(serde_json::json!([{
+            "name": "model.onnx", "sha256": "00".repeat(32), "precision": "f32"
+        }]))
+        .unwrap();
+        std::fs::write(
+            tampered.join("manifest.json"),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(tampered.join("model.onnx"), b"not the graph").unwrap();
+        for b in [dir.path().join("nope"), other, tampered] {
             rl.requests()
                 .send(ReloadRequest {
                     bundle: Some(b),
@@ -381,18 +395,20 @@ mod tests {
                 .unwrap();
         }
         let t = Instant::now();
-        while results.lock().unwrap().len() < 2 && t.elapsed() < Duration::from_secs(10) {
+        while results.lock().unwrap().len() < 3 && t.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(10));
         }
         let got = results.lock().unwrap().clone();
-        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got.len(), 3, "{got:?}");
         assert!(got.iter().all(|r| !r.ok && r.trigger == "mqtt"));
         assert!(got[0].error.as_deref().unwrap().contains("nope"), "{got:?}");
         assert!(
             got[1].error.as_deref().unwrap().contains("1×16×16"),
             "{got:?}"
         );
-        assert_eq!(tel.reloads_refused.load(Ordering::Relaxed), 2);
+        let e = got[2].error.as_deref().unwrap();
+        assert!(e.contains("model.onnx") && e.contains("sha256"), "{got:?}");
+        assert_eq!(tel.reloads_refused.load(Ordering::Relaxed), 3);
         assert!(swap_rx.try_recv().is_err());
     }
 }

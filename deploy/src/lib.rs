@@ -399,10 +399,13 @@ impl std::fmt::Display for BuildPath {
     }
 }
 
+/// Messages received so far: topic and payload, in arrival order.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// The device's `…/status` as the health check sees it.
 #[derive(Debug, Clone)]
 pub struct StatusWatch {
-    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    got: Received,
     stop: Arc<std::sync::atomic::AtomicBool>,
     subscribed: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -22,9 +22,14 @@ use vigil_deploy::{
              with a health check and automatic rollback (docs/deploy.md)"
 )]
 struct Cli {
-    /// The device: `user@host` (anything ssh accepts).
-    #[arg(long, value_name = "USER@HOST")]
+    /// The device: `user@host` (anything ssh accepts). May also be given as the first
+    /// positional word.
+    #[arg(long, value_name = "USER@HOST", default_value_t = String::new(), hide_default_value = true)]
     target: String,
+    /// The `just deploy` form: `USER@HOST` (or `target=USER@HOST`), `model=DIR`,
+    /// `config=FILE`; the same as --target, --model and --config.
+    #[arg(value_name = "WORD")]
+    words: Vec<String>,
     /// Model bundle directory to ship (manifest.json, model.onnx, …). Default: keep the
     /// device's current bundle.
     #[arg(long, value_name = "DIR")]
@@ -595,12 +600,89 @@ fn stage_release(
     Ok(files.len())
 }
 
+impl Cli {
+    /// Folds the positional words into the flags they stand for.
+    fn apply_words(&mut self) -> Result<()> {
+        for w in std::mem::take(&mut self.words) {
+            let (key, value) = match w.split_once('=') {
+                Some((k, v)) if !k.contains('@') => (k.to_string(), v.to_string()),
+                _ => ("target".to_string(), w.clone()),
+            };
+            let set_twice = |flag: &str| format!("{flag} given twice (`{w}`)");
+            match key.as_str() {
+                "target" if self.target.is_empty() => self.target = value,
+                "model" if self.model.is_none() => self.model = Some(value.into()),
+                "config" if self.config.is_none() => self.config = Some(value.into()),
+                "target" | "model" | "config" => bail!(set_twice(&key)),
+                _ => bail!(
+                    "unknown argument `{w}`: expected USER@HOST, target=USER@HOST, model=DIR or \
+                     config=FILE (or a --flag, see --help)"
+                ),
+            }
+        }
+        if self.target.is_empty() {
+            bail!("no device given: pass USER@HOST (or --target USER@HOST)");
+        }
+        Ok(())
+    }
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let mut cli = Cli::parse();
+    if let Err(e) = cli.apply_words() {
+        eprintln!("vigil-deploy: error: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigil-deploy: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli> {
+        let mut c =
+            Cli::try_parse_from(std::iter::once("vigil-deploy").chain(args.iter().copied()))?;
+        c.apply_words()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn just_style_words_mean_the_flags() {
+        let c = cli(&[
+            "target=pi@cam-3",
+            "model=runs/fm1",
+            "config=cam.toml",
+            "--dry-run",
+        ])
+        .unwrap();
+        assert_eq!(c.target, "pi@cam-3");
+        assert_eq!(c.model.as_deref(), Some(Path::new("runs/fm1")));
+        assert_eq!(c.config.as_deref(), Some(Path::new("cam.toml")));
+        assert!(c.dry_run);
+        let c = cli(&["pi@cam-3", "--model", "runs/fm1"]).unwrap();
+        assert_eq!(c.target, "pi@cam-3");
+        let c = cli(&["--target", "pi@cam-3"]).unwrap();
+        assert_eq!(c.target, "pi@cam-3");
+    }
+
+    #[test]
+    fn bad_words_are_named() {
+        let e = cli(&["pi@cam-3", "modle=runs/fm1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("modle=runs/fm1"), "{e}");
+        let e = cli(&["pi@cam-3", "model=a", "--model", "b"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("model given twice"), "{e}");
+        let e = cli(&["--dry-run"]).unwrap_err().to_string();
+        assert!(e.contains("no device given"), "{e}");
     }
 }

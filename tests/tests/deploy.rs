@@ -120,7 +120,7 @@ fn keygen(path: &Path) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// Two small bundles (one epoch at 32², different seeds: different ONNX files), in parallel.
+/// Two small exported bundles (one epoch at 32², different seeds: different ONNX files).
 fn train_two(a: &Path, b: &Path) {
     let spawn = |out: &Path, seed: u64| {
         Command::new(workspace_bin("vigil"))
@@ -135,6 +135,15 @@ fn train_two(a: &Path, b: &Path) {
     let (ca, cb) = (spawn(a, 1), spawn(b, 2));
     for c in [ca, cb] {
         let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // vigild scores the exported graph.
+    for out in [a, b] {
+        let o = Command::new(workspace_bin("vigil"))
+            .args(["export", "--model"])
+            .arg(out)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 }
@@ -333,7 +342,9 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
     let cfg_s = config.to_str().unwrap();
 
     // A dry run on an empty device: the plan, and nothing on the device.
-    let o = env.deploy(&["--dry-run", "--model", a_s, "--config", cfg_s]);
+    // (`just deploy`'s words: model=…, config=…)
+    let (model_w, config_w) = (format!("model={a_s}"), format!("config={cfg_s}"));
+    let o = env.deploy(&["--dry-run", &model_w, &config_w]);
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     assert!(
