@@ -109,6 +109,11 @@ pub struct Settings {
     /// PEM file of the CA that signed the broker's certificate (mqtts:// only).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// Shared secret that `<prefix>/command/reload` messages must carry to hot-reload the
+    /// model (at least 16 characters). Absent: MQTT commands are off (SIGHUP still reloads).
+    /// The broker's ACLs and TLS remain the real access control (docs/mqtt.md, "Commands").
+    #[arg(long, value_name = "SECRET")]
+    pub command_token: Option<String>,
     /// Directory of the on-disk spool for results while the broker is unreachable.
     /// Default: vigild-spool in the working directory.
     #[arg(long, value_name = "DIR")]
@@ -328,6 +333,8 @@ pub struct MqttConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub tls_ca: Option<PathBuf>,
+    /// Secret of `…/command/reload`; None: not subscribed.
+    pub command_token: Option<String>,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub stats_interval: std::time::Duration,
@@ -571,6 +578,17 @@ impl Settings {
                 return Err(bad(&src, "tls_ca", ca.display(), "no such file"));
             }
         }
+        let (command_token, src) = get!(command_token);
+        if let Some(t) = &command_token {
+            if t.chars().count() < 16 || t.chars().any(char::is_whitespace) {
+                return Err(bad(
+                    &src,
+                    "command_token",
+                    "***",
+                    "must be at least 16 characters without whitespace",
+                ));
+            }
+        }
         let (spool_dir, _) = get!(spool_dir);
         let spool_dir = spool_dir.unwrap_or_else(|| PathBuf::from("vigild-spool"));
         let (spool_mb, src) = get!(spool_mb);
@@ -676,6 +694,7 @@ impl Settings {
                 username,
                 password,
                 tls_ca,
+                command_token,
                 spool_dir,
                 spool_max_bytes: spool_mb << 20,
                 stats_interval: std::time::Duration::from_secs_f64(stats),
@@ -727,6 +746,8 @@ struct Effective<'a> {
     password: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_ca: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_token: Option<&'static str>,
     spool_dir: &'a Path,
     spool_mb: u64,
     stats_interval_s: f64,
@@ -764,6 +785,7 @@ impl Config {
             username: m.username.as_deref(),
             password: m.password.as_ref().map(|_| "********"),
             tls_ca: m.tls_ca.as_deref(),
+            command_token: m.command_token.as_ref().map(|_| "********"),
             spool_dir: &m.spool_dir,
             spool_mb: m.spool_max_bytes >> 20,
             stats_interval_s: m.stats_interval.as_secs_f64(),
@@ -863,6 +885,27 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("field `fps`"), "{e}");
+    }
+
+    #[test]
+    fn command_token_is_checked_and_masked() {
+        let e = resolve(
+            "model = \"m\"\ncommand_token = \"short\"\n",
+            Settings::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("vigild.toml") && e.contains("command_token") && !e.contains("short"),
+            "{e}"
+        );
+        let c = resolve(
+            "model = \"m\"\ncommand_token = \"0123456789abcdef\"\n",
+            Settings::default(),
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.command_token.as_deref(), Some("0123456789abcdef"));
+        assert!(!c.to_toml().contains("0123456789abcdef"));
     }
 
     #[test]

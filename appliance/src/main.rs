@@ -2,7 +2,9 @@
 //!
 //! `vigild --config vigild.toml` (every field also a flag), `--print-config` to show the
 //! effective configuration, `--check` to verify a bundle and exit. SIGINT/SIGTERM stop it
-//! cleanly; `--frames N` stops after N scored frames.
+//! cleanly; `--frames N` stops after N scored frames. SIGHUP hot-reloads the `model` bundle
+//! (re-read from disk) without a restart; so does an authenticated MQTT command
+//! (`command_token`, docs/mqtt.md).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,9 +18,9 @@ use vigil_appliance::backend::Backend;
 use vigil_appliance::capture;
 use vigil_appliance::config::{self, BackendKind, Config, Settings, SourceSpec};
 use vigil_appliance::pipeline::{Pipeline, PipelineOptions, Results, Telemetry, STAGES};
-use vigil_appliance::publish::{self, PublishConfig, Publisher};
+use vigil_appliance::publish::{self, Commands, PublishConfig, Publisher};
+use vigil_appliance::reload::{check_bundle, model_ref, ModelTable, Reloader, ReloaderOptions};
 use vigil_shared::manifest::Manifest;
-use vigil_shared::messages::ModelRef;
 
 #[derive(Parser)]
 #[command(
@@ -43,26 +45,27 @@ struct Cli {
 /// Set by SIGINT/SIGTERM; the loops poll it.
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Set by SIGHUP; the reload thread polls it.
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
 extern "C" fn on_signal(_: libc::c_int) {
     // Only an atomic store: async-signal-safe.
     STOP.store(true, Ordering::SeqCst);
 }
 
+extern "C" fn on_hup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
 fn install_signal_handlers() {
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic.
+    let hup = on_hup as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handlers only store to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGHUP, hup);
     }
-}
-
-fn check_bundle(dir: &Path) -> Result<Manifest> {
-    let manifest = Manifest::load(dir)?;
-    for f in &manifest.files {
-        manifest.verify_file(dir, &f.name)?;
-    }
-    Ok(manifest)
 }
 
 fn describe_bundle(dir: &Path, m: &Manifest) -> String {
@@ -82,7 +85,8 @@ fn describe_bundle(dir: &Path, m: &Manifest) -> String {
     )
 }
 
-fn open_backend(cfg: &Config, manifest: &Manifest) -> Result<Box<dyn Backend>> {
+/// The backend `cfg` asks for, on the bundle in `dir` (at start, and for every hot reload).
+fn open_backend(cfg: &Config, dir: &Path) -> Result<Box<dyn Backend>> {
     match cfg.backend {
         BackendKind::Gpu => bail!(
             "field `backend` = \"gpu\": the GPU backend is not in this build; use backend = \"tract\""
@@ -93,41 +97,26 @@ fn open_backend(cfg: &Config, manifest: &Manifest) -> Result<Box<dyn Backend>> {
                 threads: cfg.threads,
                 ..TractOptions::default()
             };
-            let b = TractBackend::load(&cfg.model, &opts)
-                .with_context(|| format!("{}: cannot load the model", cfg.model.display()))?;
-            let _ = manifest;
+            let b = TractBackend::load(dir, &opts)
+                .with_context(|| format!("{}: cannot load the model", dir.display()))?;
             Ok(Box::new(b))
         }
     }
 }
 
-/// Model id and ONNX checksum carried by every result.
-fn model_ref(m: &Manifest) -> ModelRef {
-    let onnx = m
-        .files
-        .iter()
-        .find(|f| f.name.ends_with(".onnx"))
-        .or(m.files.first());
-    ModelRef {
-        id: format!(
-            "{}-{}x{}-{}",
-            m.detector,
-            m.input.height,
-            m.input.width,
-            onnx.map_or("f32", |f| f.precision.as_str())
-        ),
-        sha256: onnx.map(|f| f.sha256.clone()).unwrap_or_default(),
-    }
-}
-
 /// Without a broker: one JSON result per line on stdout (batch runs, the VM test's serial
 /// console, piping into other tools).
-fn spawn_stdout_sink(results: Results, model: ModelRef) -> std::thread::JoinHandle<u64> {
+fn spawn_stdout_sink(results: Results, models: Arc<ModelTable>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         use std::io::Write;
         let out = std::io::stdout();
         let mut n = 0;
+        let (mut gen, mut model) = (0, models.get(0));
         while let Some(r) = results.recv() {
+            if r.model_gen != gen {
+                gen = r.model_gen;
+                model = models.get(gen);
+            }
             let msg = r.to_message(&model);
             drop(r);
             let mut lock = out.lock();
@@ -200,7 +189,7 @@ fn run(cli: Cli) -> Result<()> {
     // The source first: a missing camera or folder is reported before the model loads.
     let source = capture::open(&cfg, manifest.input.channels)?;
     eprintln!("vigild: source {}", source.describe());
-    let backend = open_backend(&cfg, &manifest)?;
+    let backend = open_backend(&cfg, &cfg.model)?;
     let geometry = source.geometry();
     let lockstep = cfg.fps == 0.0 && !matches!(cfg.source, SourceSpec::V4l(_));
     let cap = capture::spawn(source, lockstep).context("cannot start the capture thread")?;
@@ -221,18 +210,41 @@ fn run(cli: Cli) -> Result<()> {
         cfg.budget.as_secs_f64() * 1000.0,
         if lockstep { " (unpaced replay)" } else { "" }
     );
+    let models = ModelTable::new(model_ref(&manifest));
+    // Hot reload: loads on its own thread, hands ready backends to the loop.
+    let (swaps, retired) = pipeline.reload_channel();
+    let load_cfg = cfg.clone();
+    let mut reloader = Reloader::spawn(
+        ReloaderOptions {
+            default_bundle: cfg.model.clone(),
+            load: Box::new(move |dir| open_backend(&load_cfg, dir).map_err(|e| format!("{e:#}"))),
+            report: None,
+            models: models.clone(),
+            telemetry: telemetry.clone(),
+            sighup: &RELOAD,
+        },
+        &manifest,
+        swaps,
+        retired,
+    )
+    .context("cannot start the reload thread")?;
     let sink = if mqtt {
-        let pc = PublishConfig::from_mqtt(&cfg.mqtt, model_ref(&manifest))?;
-        Sink::Mqtt(Publisher::start_for_pipeline(
-            pc,
-            results,
-            telemetry.clone(),
-        )?)
+        let mut pc = PublishConfig::from_mqtt(&cfg.mqtt, model_ref(&manifest))?;
+        pc.models = Some(models.clone());
+        pc.commands = cfg.mqtt.command_token.clone().map(|token| Commands {
+            token,
+            requests: reloader.requests(),
+        });
+        let p = Publisher::start_for_pipeline(pc, results, telemetry.clone())?;
+        let h = p.handle();
+        reloader.set_report(Box::new(move |r| h.report_command(r)));
+        Sink::Mqtt(p)
     } else {
-        Sink::Stdout(spawn_stdout_sink(results, model_ref(&manifest)))
+        Sink::Stdout(spawn_stdout_sink(results, models.clone()))
     };
 
     let scored = pipeline.run(&cap.mailbox, &STOP, cfg.frames);
+    drop(reloader);
     let capture_result = cap.stop();
     drop(pipeline); // closes the result channel: the sink drains and ends
     let published = match sink {
@@ -291,6 +303,8 @@ fn summary(t: &Telemetry, published: u64) {
         "capture_timeouts": c.timeouts,
         "reopens": c.reopens,
         "capture_errors": c.errors,
+        "reloads": t.reloads.load(Ordering::Relaxed),
+        "reloads_refused": t.reloads_refused.load(Ordering::Relaxed),
         "latency_ms": stages,
     });
     eprintln!("vigild: summary {json}");

@@ -23,6 +23,7 @@ use vigil_shared::preprocess::{PreprocessError, Preprocessor};
 use crate::backend::{Backend, BackendError};
 use crate::capture::{convert, CaptureStats, Frame, Mailbox, Take};
 use crate::config::{MaskPolicy, Roi};
+use crate::reload::Swap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -121,6 +122,10 @@ pub struct Telemetry {
     pub queue_full: AtomicU64,
     /// Frames skipped because they could not be preprocessed (e.g. ROI outside a frame).
     pub frame_errors: AtomicU64,
+    /// Hot reloads swapped in by the scoring loop.
+    pub reloads: AtomicU64,
+    /// Hot reloads refused by the reload thread (the old model kept running).
+    pub reloads_refused: AtomicU64,
     pub capture: Arc<CaptureStats>,
     /// Since start.
     pub total: Mutex<Hists>,
@@ -136,6 +141,8 @@ impl Telemetry {
             deadline_misses: AtomicU64::new(0),
             queue_full: AtomicU64::new(0),
             frame_errors: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            reloads_refused: AtomicU64::new(0),
             capture,
             total: Mutex::new(Hists::new()),
             window: Mutex::new((Hists::new(), 0, Instant::now())),
@@ -174,6 +181,8 @@ impl Telemetry {
             deadline_misses: self.deadline_misses.load(Ordering::Relaxed),
             dropped_frames: c.dropped + c.drained,
             capture_errors: c.timeouts + c.errors + c.reopens,
+            reloads: self.reloads.load(Ordering::Relaxed),
+            reloads_refused: self.reloads_refused.load(Ordering::Relaxed),
         };
         w.0.reset();
         w.1 = 0;
@@ -209,6 +218,8 @@ pub struct Record {
     pub has_mask: bool,
     pub mask_width: u32,
     pub mask_height: u32,
+    /// Which model scored it: an index into the [`crate::reload::ModelTable`].
+    pub model_gen: u32,
 }
 
 impl Record {
@@ -232,6 +243,7 @@ impl Record {
             has_mask: false,
             mask_width: w as u32,
             mask_height: h as u32,
+            model_gen: 0,
         }
     }
 
@@ -342,6 +354,9 @@ pub const RESULT_QUEUE: usize = 128;
 /// initialisation and cold caches, which must not count as a deadline miss.
 pub const WARMUP_RUNS: usize = 3;
 
+/// Where ready backends arrive from the reload thread, and where replaced ones go back.
+type SwapPorts = (Receiver<Swap>, SyncSender<Box<dyn Backend>>);
+
 pub struct PipelineOptions {
     pub budget: Duration,
     pub roi: Option<Roi>,
@@ -369,6 +384,9 @@ pub struct Pipeline {
     port: ResultPort,
     telemetry: Arc<Telemetry>,
     scored: u64,
+    /// Ready backends from the reload thread, and the way back for the replaced ones.
+    swaps: Option<SwapPorts>,
+    model_gen: u32,
     /// Duration of the warm-up, for the log.
     pub warmup: Duration,
 }
@@ -377,7 +395,7 @@ pub struct Pipeline {
 /// exporter recorded one, else the largest per-pixel residual the input range allows
 /// (|x − x̂| ≤ hi − lo). A fixed scale keeps masks comparable between frames, unlike per-frame
 /// min–max scaling, which would make a clean part look as defective as a broken one.
-fn map_scale(m: &vigil_shared::manifest::Manifest) -> f32 {
+pub(crate) fn map_scale(m: &vigil_shared::manifest::Manifest) -> f32 {
     m.score
         .params
         .get("map_max")
@@ -433,6 +451,8 @@ impl Pipeline {
             port,
             telemetry,
             scored: 0,
+            swaps: None,
+            model_gen: 0,
             warmup: Duration::ZERO,
             spec,
         };
@@ -451,6 +471,33 @@ impl Pipeline {
 
     pub fn budget(&self) -> Duration {
         self.budget
+    }
+
+    /// Enables hot reload: returns the reload thread's ends (ready backends in, replaced
+    /// backends out, see [`crate::reload::Reloader::spawn`]).
+    pub fn reload_channel(&mut self) -> (SyncSender<Swap>, Receiver<Box<dyn Backend>>) {
+        let (swap_tx, swap_rx) = mpsc::sync_channel(1);
+        let (ret_tx, ret_rx) = mpsc::sync_channel(2);
+        self.swaps = Some((swap_rx, ret_tx));
+        (swap_tx, ret_rx)
+    }
+
+    /// Swaps in a backend the reload thread has made ready: a few pointer moves, between two
+    /// frames. The old backend is freed on the reload thread.
+    fn take_swap(&mut self) {
+        let Some((rx, retire)) = &self.swaps else {
+            return;
+        };
+        let Ok(s) = rx.try_recv() else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.backend, s.backend);
+        self.norm = s.norm;
+        self.map_hi = s.map_hi;
+        self.model_gen = s.gen;
+        // Full only if two swaps arrive within a frame: then it is freed here, once.
+        let _ = retire.try_send(old);
+        self.telemetry.reloads.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn input_spec(&self) -> &InputSpec {
@@ -486,6 +533,7 @@ impl Pipeline {
     /// Scores one frame and hands the record to the publisher. Allocation-free once the
     /// source geometry is stable.
     pub fn score_frame(&mut self, frame: &Frame) -> Result<(), PipelineError> {
+        self.take_swap();
         let t_pre = Instant::now();
         if let Err(e) = self.preprocess(frame) {
             self.telemetry.frame_errors.fetch_add(1, Ordering::Relaxed);
@@ -516,6 +564,7 @@ impl Pipeline {
                 rec.threshold = self.norm.threshold;
                 rec.anomalous = anomalous;
                 rec.label = frame.label;
+                rec.model_gen = self.model_gen;
                 rec.has_mask = wants_mask;
                 if wants_mask {
                     vigil_shared::mask::to_u8(&self.map, 0.0, self.map_hi, &mut rec.mask);

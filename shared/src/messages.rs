@@ -99,6 +99,16 @@ impl Topics {
     pub fn state(&self) -> String {
         format!("{}/{}/state", self.prefix, self.camera)
     }
+    /// `<prefix>/command/reload`: [`ReloadCommand`], subscribed by vigild when a command
+    /// token is configured.
+    pub fn command_reload(&self) -> String {
+        format!("{}/command/reload", self.prefix)
+    }
+    /// `<prefix>/command/result`: [`CommandResult`] of every reload (MQTT or SIGHUP), QoS 1,
+    /// not retained.
+    pub fn command_result(&self) -> String {
+        format!("{}/command/result", self.prefix)
+    }
 }
 
 /// The appliance's lifecycle state on `…/status`.
@@ -132,6 +142,10 @@ pub struct Status {
     pub version: String,
     /// Model id (see [`ModelRef::id`]).
     pub model: String,
+    /// sha256 (hex) of the ONNX file that runs ([`ModelRef::sha256`]): what a deploy's health
+    /// check compares with the bundle it shipped. Republished after a hot reload.
+    #[serde(default)]
+    pub model_sha256: String,
     /// When this state began (RFC 3339 UTC, ms). For the Last Will `offline`, which the broker
     /// stores at connect time, it is when the lost connection was opened.
     pub since: String,
@@ -214,6 +228,12 @@ pub struct PipelineStats {
     pub dropped_frames: u64,
     /// Capture errors (timeouts, vanished camera) and reopen attempts.
     pub capture_errors: u64,
+    /// Bundles hot-reloaded (SIGHUP or MQTT command) and swapped in.
+    #[serde(default)]
+    pub reloads: u64,
+    /// Reloads refused (bad checksum, shape, or load error); the old model kept running.
+    #[serde(default)]
+    pub reloads_refused: u64,
 }
 
 /// The publisher's counters (cumulative since start unless noted).
@@ -248,6 +268,42 @@ pub struct Stats {
     pub pipeline: PipelineStats,
     #[serde(flatten)]
     pub publisher: PublisherStats,
+}
+
+/// `…/command/reload` payload: load the bundle at `bundle` (a directory on the device;
+/// default: the configured `model`) and swap it in between frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadCommand {
+    /// Must equal vigild's `command_token` (compared in constant time).
+    pub token: String,
+    #[serde(default)]
+    pub bundle: Option<String>,
+    /// Echoed in the result, so a caller can match its reply.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// `…/command/result` payload: the outcome of one reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandResult {
+    /// `reload`.
+    pub command: String,
+    /// What asked for it: `mqtt` or `sighup`.
+    pub trigger: String,
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// The bundle directory it tried.
+    pub bundle: String,
+    pub ok: bool,
+    /// The model now running (the new one on success, the old one on refusal).
+    pub model: ModelRef,
+    /// Why it was refused.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When it finished (RFC 3339 UTC, ms).
+    pub at: String,
 }
 
 /// Serialises non-finite `f32` as `null` (JSON has no NaN) and reads `null` back as NaN.
@@ -574,6 +630,7 @@ mod tests {
             state: DeviceState::Offline,
             version: "0.1.0".into(),
             model: "m".into(),
+            model_sha256: "ab".repeat(32),
             since: rfc3339_from_unix_ms(0),
         };
         let json = serde_json::to_string(&s).unwrap();
@@ -589,6 +646,8 @@ mod tests {
                 deadline_misses: 1,
                 dropped_frames: 2,
                 capture_errors: 0,
+                reloads: 1,
+                reloads_refused: 0,
                 latency_ms: StageLatency {
                     capture: Percentiles { p50: 0.1, p99: 0.3 },
                     infer: Percentiles { p50: 2.0, p99: 4.0 },

@@ -39,11 +39,12 @@ use rumqttc::{
 };
 use tokio::sync::{mpsc, oneshot};
 use vigil_shared::messages::{
-    self, DeviceState, FrameResult, LatencyMs, ModelRef, PipelineStats, PublisherStats, Stats,
-    Status, Topics,
+    self, CommandResult, DeviceState, FrameResult, LatencyMs, ModelRef, PipelineStats,
+    PublisherStats, ReloadCommand, Stats, Status, Topics,
 };
 
 use crate::pipeline::{Results, Telemetry};
+use crate::reload::{token_eq, ModelTable, ReloadRequest, Trigger};
 
 pub use broker::{start_embedded_broker, start_embedded_broker_on, BrokerError, EmbeddedBroker};
 pub use spool::{Spool, SpoolError};
@@ -109,6 +110,25 @@ pub struct PublishConfig {
     pub reconnect_max: Duration,
     /// On shutdown, how long to wait for the broker to take what is queued.
     pub drain_timeout: Duration,
+    /// Models by generation, for results of hot-reloaded models (None: `model` only).
+    pub models: Option<Arc<ModelTable>>,
+    /// MQTT reload commands (None: not subscribed).
+    pub commands: Option<Commands>,
+}
+
+/// Where authenticated `…/command/reload` messages go.
+#[derive(Clone)]
+pub struct Commands {
+    /// The shared secret a command must carry (`command_token`).
+    pub token: String,
+    pub requests: std::sync::mpsc::Sender<ReloadRequest>,
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.write_str("Commands { token: \"********\" }")
+    }
 }
 
 impl PublishConfig {
@@ -174,6 +194,8 @@ impl PublishConfig {
             reconnect_min: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
+            models: None,
+            commands: None,
         })
     }
 }
@@ -207,6 +229,10 @@ pub struct FrameReport {
 enum Inbound {
     Frame(FrameReport),
     Pipeline(PipelineStats),
+    /// The frames that follow were scored by this model (after a hot reload).
+    Model(ModelRef),
+    /// The outcome of a reload, for `…/command/result`.
+    Command(CommandResult),
 }
 
 #[derive(Default)]
@@ -240,7 +266,14 @@ impl PublisherHandle {
                 }
                 Err(Box::new(r))
             }
-            Inbound::Pipeline(_) => Ok(()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishes the outcome of a reload on `…/command/result` (from the reload thread).
+    pub fn report_command(&self, r: CommandResult) {
+        if self.tx.try_send(Inbound::Command(r)).is_err() {
+            eprintln!("vigild: publisher queue full: a reload result was not published");
         }
     }
 
@@ -285,6 +318,7 @@ pub struct Publisher {
     /// Set on shutdown: the bridge forwards what is queued, then exits.
     draining: Arc<AtomicBool>,
     bridge: Option<std::thread::JoinHandle<()>>,
+    models: Option<Arc<ModelTable>>,
 }
 
 impl Publisher {
@@ -305,9 +339,10 @@ impl Publisher {
         let mut p = Self::start_inner(cfg, 0, Some(telemetry))?;
         let tx = p.handle.tx.clone();
         let draining = p.draining.clone();
+        let models = p.models.clone();
         let bridge = std::thread::Builder::new()
             .name("publisher-bridge".into())
-            .spawn(move || bridge(results, tx, draining))
+            .spawn(move || bridge(results, tx, draining, models))
             .map_err(PublishError::Thread)?;
         p.bridge = Some(bridge);
         Ok(p)
@@ -334,6 +369,7 @@ impl Publisher {
         };
         let (stop_tx, stop_rx) = oneshot::channel();
         let h = handle.clone();
+        let models = cfg.models.clone();
         let thread = std::thread::Builder::new()
             .name("publisher".into())
             .spawn(move || {
@@ -356,6 +392,7 @@ impl Publisher {
             thread: Some(thread),
             draining: Arc::new(AtomicBool::new(false)),
             bridge: None,
+            models,
         })
     }
 
@@ -399,7 +436,13 @@ impl Drop for Publisher {
 /// Forwards the pipeline's records to the publisher until the scorer is gone, or until
 /// shutdown once the queue is empty. Blocking here is fine: the scoring loop never waits on
 /// this thread (its own channel drops and counts when full).
-fn bridge(results: Results, tx: mpsc::Sender<Inbound>, draining: Arc<AtomicBool>) {
+fn bridge(
+    results: Results,
+    tx: mpsc::Sender<Inbound>,
+    draining: Arc<AtomicBool>,
+    models: Option<Arc<ModelTable>>,
+) {
+    let mut gen = 0;
     loop {
         let rec = match results.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => r,
@@ -422,8 +465,18 @@ fn bridge(results: Results, tx: mpsc::Sender<Inbound>, draining: Arc<AtomicBool>
                 height: rec.mask_height,
             }),
         };
+        let new_model = (rec.model_gen != gen)
+            .then(|| models.as_ref().map(|m| m.get(rec.model_gen)))
+            .flatten();
+        gen = rec.model_gen;
         // Release the record to the scorer's pool before waiting on the publisher.
         drop(rec);
+        // In the same queue, so it takes effect exactly from this frame on.
+        if let Some(m) = new_model {
+            if tx.blocking_send(Inbound::Model(m)).is_err() {
+                return;
+            }
+        }
         if tx.blocking_send(Inbound::Frame(report)).is_err() {
             return;
         }
@@ -438,12 +491,7 @@ fn mqtt_options(cfg: &PublishConfig, topics: &Topics) -> Result<MqttOptions, Pub
     // queue and spool; rumqttc then drops its copies on reconnect instead of sending them twice.
     o.set_clean_session(true);
     o.set_max_packet_size(16 << 20, 16 << 20);
-    let will = Status {
-        state: DeviceState::Offline,
-        version: cfg.version.clone(),
-        model: cfg.model.id.clone(),
-        since: messages::rfc3339_ms(SystemTime::now()),
-    };
+    let will = status(cfg, DeviceState::Offline, SystemTime::now());
     o.set_last_will(LastWill::new(
         topics.status(),
         serde_json::to_vec(&will).unwrap_or_default(),
@@ -459,6 +507,16 @@ fn mqtt_options(cfg: &PublishConfig, topics: &Topics) -> Result<MqttOptions, Pub
         )));
     }
     Ok(o)
+}
+
+fn status(cfg: &PublishConfig, state: DeviceState, since: SystemTime) -> Status {
+    Status {
+        state,
+        version: cfg.version.clone(),
+        model: cfg.model.id.clone(),
+        model_sha256: cfg.model.sha256.clone(),
+        since: messages::rfc3339_ms(since),
+    }
 }
 
 fn tls_config(cfg: &PublishConfig) -> Result<rustls::ClientConfig, PublishError> {
@@ -550,6 +608,8 @@ struct State {
     /// `stopped` was submitted; waiting for its PubAck.
     stopped_sent: bool,
     disconnect_sent: bool,
+    /// When the current connection came online (kept in `status` across hot reloads).
+    online_since: SystemTime,
 }
 
 impl State {
@@ -741,20 +801,16 @@ impl State {
                 self.spool.len()
             );
         }
-        let status = Status {
-            state: DeviceState::Online,
-            version: self.cfg.version.clone(),
-            model: self.cfg.model.id.clone(),
-            since: messages::rfc3339_ms(SystemTime::now()),
-        };
-        let topic = self.topics.status();
-        self.submit(
-            &topic,
-            serde_json::to_vec(&status).unwrap_or_default(),
-            QoS::AtLeastOnce,
-            true,
-            Origin::Ephemeral,
-        );
+        self.online_since = SystemTime::now();
+        self.publish_online();
+        if self.cfg.commands.is_some() {
+            // Clean session: subscribe again at every connect.
+            let topic = self.topics.command_reload();
+            if let Err(e) = self.client.try_subscribe(&topic, QoS::AtLeastOnce) {
+                self.publish_errors += 1;
+                eprintln!("vigild: mqtt: cannot subscribe to {topic}: {e}");
+            }
+        }
         if let Some(prefix) = self.cfg.ha_discovery_prefix.clone() {
             for d in messages::ha_discovery(
                 &prefix,
@@ -770,6 +826,90 @@ impl State {
         // The retained state may be older than what was scored while away.
         self.latest_sent = false;
         self.pump();
+    }
+
+    /// The retained `online` status with the model that runs now.
+    fn publish_online(&mut self) {
+        let s = status(&self.cfg, DeviceState::Online, self.online_since);
+        let topic = self.topics.status();
+        self.submit(
+            &topic,
+            serde_json::to_vec(&s).unwrap_or_default(),
+            QoS::AtLeastOnce,
+            true,
+            Origin::Ephemeral,
+        );
+    }
+
+    /// A hot reload took effect: results from now on carry `m`, and so does the status.
+    fn on_model(&mut self, m: ModelRef) {
+        eprintln!("vigild: now scoring with {} (sha256 {})", m.id, m.sha256);
+        self.cfg.model = m;
+        if self.connected && !self.disconnect_sent {
+            self.publish_online();
+        }
+    }
+
+    fn publish_command_result(&mut self, r: &CommandResult) {
+        if !self.connected || self.disconnect_sent {
+            return;
+        }
+        let topic = self.topics.command_result();
+        if let Ok(p) = serde_json::to_vec(r) {
+            self.submit(&topic, p, QoS::AtLeastOnce, false, Origin::Ephemeral);
+        }
+    }
+
+    /// An incoming message: only `…/command/reload` is subscribed.
+    fn on_incoming(&mut self, topic: &str, payload: &[u8]) {
+        let Some(cmd) = self.cfg.commands.clone() else {
+            return;
+        };
+        if topic != self.topics.command_reload() {
+            return;
+        }
+        let refuse = |st: &mut State, request_id: Option<String>, bundle: String, msg: String| {
+            eprintln!("vigild: {topic}: refused: {msg}");
+            let r = CommandResult {
+                command: "reload".into(),
+                trigger: Trigger::Mqtt.as_str().into(),
+                request_id,
+                bundle,
+                ok: false,
+                model: st.cfg.model.clone(),
+                error: Some(msg),
+                at: messages::rfc3339_ms(SystemTime::now()),
+            };
+            st.publish_command_result(&r);
+        };
+        let c: ReloadCommand = match serde_json::from_slice(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                return refuse(
+                    self,
+                    None,
+                    String::new(),
+                    format!("not a reload command ({{\"token\", \"bundle\"}} JSON): {e}"),
+                )
+            }
+        };
+        let bundle = c.bundle.clone().unwrap_or_default();
+        if !token_eq(&c.token, &cmd.token) {
+            return refuse(self, c.request_id, bundle, "wrong token".into());
+        }
+        let req = ReloadRequest {
+            bundle: c.bundle.map(PathBuf::from),
+            trigger: Trigger::Mqtt,
+            request_id: c.request_id.clone(),
+        };
+        if cmd.requests.send(req).is_err() {
+            refuse(
+                self,
+                c.request_id,
+                bundle,
+                "the reload thread has stopped".into(),
+            );
+        }
     }
 
     fn on_disconnect(&mut self, e: &ConnectionError) {
@@ -889,6 +1029,7 @@ async fn run(
         last_error: None,
         stopped_sent: false,
         disconnect_sent: false,
+        online_since: SystemTime::now(),
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -937,6 +1078,7 @@ async fn run(
             Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => st.on_connack(),
             Some(Ok(Event::Incoming(Packet::PubAck(a)))) => st.on_puback(a.pkid),
             Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => st.on_outgoing_publish(pkid),
+            Some(Ok(Event::Incoming(Packet::Publish(p)))) => st.on_incoming(&p.topic, &p.payload),
             Some(Ok(Event::Outgoing(Outgoing::Disconnect))) if st.disconnect_sent => break,
             Some(Ok(_)) => {}
             Some(Err(_)) if st.disconnect_sent => break,
@@ -972,6 +1114,8 @@ impl Timers {
         match m {
             Some(Inbound::Frame(r)) => st.on_frame(r),
             Some(Inbound::Pipeline(p)) => st.pipeline = p,
+            Some(Inbound::Model(m)) => st.on_model(m),
+            Some(Inbound::Command(r)) => st.publish_command_result(&r),
             None => {
                 // Every handle is gone: nothing more can come, so stop.
                 self.rx_open = false;
@@ -1009,12 +1153,7 @@ fn housekeeping(st: &mut State, t: &mut Timers, rx: &mut mpsc::Receiver<Inbound>
     let late = since.elapsed() >= st.cfg.drain_timeout;
     if st.connected && !st.stopped_sent && (st.idle() || late) {
         st.publish_stats();
-        let status = Status {
-            state: DeviceState::Stopped,
-            version: st.cfg.version.clone(),
-            model: st.cfg.model.id.clone(),
-            since: messages::rfc3339_ms(SystemTime::now()),
-        };
+        let status = status(&st.cfg, DeviceState::Stopped, SystemTime::now());
         let topic = st.topics.status();
         st.submit(
             &topic,
