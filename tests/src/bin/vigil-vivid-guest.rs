@@ -9,8 +9,10 @@
 //!   IMAGES holds `NAME.gray`: full frames, 8-bit gray, row-major, the capture's size; they
 //!   go out as limited-range YUYV. PLAN: comma-separated `NAME:FRAMES` (output frames,
 //!   59.94 a second), `stall:SECONDS` (vivid keeps every capture buffer: the camera goes silent,
-//!   vigild's dequeues time out and it reopens the device; the output waits).
-//!   Each step is logged as `VIVID-STEP <step> <unix ms>` when its first buffer is queued.
+//!   vigild's dequeues time out; the output waits), and last, optionally, `unplug:SECONDS`
+//!   (vivid unbound from its device for that long, then bound again: /dev/video0 vanishes and
+//!   comes back). Each step is logged as `VIVID-STEP <step> <unix ms>` when it starts, and
+//!   `VIVID-STEP end` when the images are over.
 //!
 //! The console (stdout/stderr) is the only channel to the host: the VM has no network.
 
@@ -20,7 +22,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -163,8 +165,8 @@ fn setup() -> Result<()> {
     Ok(())
 }
 
-/// Prints the broker's results and stats; sets `first` when the first result arrives.
-fn subscribe(port: u16, first: Arc<AtomicBool>) -> Result<()> {
+/// Prints the broker's results and stats; counts the results in `results`.
+fn subscribe(port: u16, results: Arc<AtomicU64>) -> Result<()> {
     use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
     let mut o = MqttOptions::new("vivid-guest", "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
@@ -177,14 +179,14 @@ fn subscribe(port: u16, first: Arc<AtomicBool>) -> Result<()> {
         for ev in conn.iter() {
             match ev {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if p.topic.ends_with("/result") {
-                        first.store(true, Ordering::Relaxed);
-                    }
                     line(&format!(
                         "VIVID-MSG {} {}",
                         p.topic,
                         String::from_utf8_lossy(&p.payload)
                     ));
+                    if p.topic.ends_with("/result") {
+                        results.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Ok(_) => {}
                 // vigild's broker may not listen yet: retry (rumqttc reconnects on the next poll).
@@ -198,6 +200,7 @@ fn subscribe(port: u16, first: Arc<AtomicBool>) -> Result<()> {
 enum Step {
     Image { name: String, frames: u32 },
     Stall(Duration),
+    Unplug(Duration),
 }
 
 fn parse_plan(plan: &str) -> Result<Vec<Step>> {
@@ -206,11 +209,16 @@ fn parse_plan(plan: &str) -> Result<Vec<Step>> {
             let (what, n) = s
                 .split_once(':')
                 .with_context(|| format!("plan step {s:?}: expected NAME:COUNT"))?;
-            if what == "stall" {
+            if what == "stall" || what == "unplug" {
                 let secs: f64 = n
                     .parse()
                     .with_context(|| format!("plan step {s:?}: seconds"))?;
-                Ok(Step::Stall(Duration::from_secs_f64(secs)))
+                let d = Duration::from_secs_f64(secs);
+                Ok(if what == "stall" {
+                    Step::Stall(d)
+                } else {
+                    Step::Unplug(d)
+                })
             } else {
                 Ok(Step::Image {
                     name: what.to_string(),
@@ -409,16 +417,10 @@ fn to_yuyv(gray: &[u8], w: usize, h: usize, stride: usize) -> Vec<u8> {
 fn run(images: &Path, plan: &str) -> Result<()> {
     let plan = parse_plan(plan)?;
 
-    let first = Arc::new(AtomicBool::new(false));
-    subscribe(1883, first.clone())?;
+    let results = Arc::new(AtomicU64::new(0));
+    subscribe(1883, results.clone())?;
     let t0 = Instant::now();
-    while !first.load(Ordering::Relaxed) {
-        ensure!(
-            t0.elapsed() < Duration::from_secs(120),
-            "no result from vigild within 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_results(&results, 1, Duration::from_secs(120))?;
     line(&format!(
         "VIVID-FIRST-RESULT after {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -427,6 +429,9 @@ fn run(images: &Path, plan: &str) -> Result<()> {
     // The output must match what vigild's capture was granted, byte for byte, for the loop.
     let cap = File::open(CAPTURE).with_context(|| format!("{CAPTURE}: open"))?;
     let cf = g_fmt(cap.as_raw_fd(), V4L2_BUF_TYPE_VIDEO_CAPTURE, CAPTURE)?;
+    // An open file keeps the device's number taken after an unplug: the camera would come
+    // back under another name.
+    drop(cap);
     // SAFETY: single-planar capture format.
     let p = unsafe { cf.fmt.pix };
     ensure!(
@@ -460,13 +465,18 @@ fn run(images: &Path, plan: &str) -> Result<()> {
         matches!(plan.first(), Some(Step::Image { .. })),
         "the plan starts with an image"
     );
-    for step in &plan {
+    let mut unplug = None;
+    for (i, step) in plan.iter().enumerate() {
         match step {
             Step::Image { name, frames: n } => {
                 line(&format!("VIVID-STEP {name} {}", now_ms()));
                 for _ in 0..*n {
                     out.push(&frames[name])?;
                 }
+            }
+            Step::Unplug(d) => {
+                ensure!(i + 1 == plan.len(), "unplug must be the plan's last step");
+                unplug = Some(*d);
             }
             Step::Stall(d) => {
                 // vivid keeps every capture buffer: the camera goes silent, vigild's dequeues
@@ -485,8 +495,58 @@ fn run(images: &Path, plan: &str) -> Result<()> {
     std::thread::sleep(Duration::from_millis(1500));
     line(&format!("VIVID-STEP end {}", now_ms()));
     drop(out);
+    drop(capdev);
+    if let Some(d) = unplug {
+        unplug_camera(d, &results)?;
+    }
     // Results of the last frames still on their way through vigild and the broker.
     std::thread::sleep(Duration::from_secs(2));
+    Ok(())
+}
+
+/// Waits until `results` reaches `n`.
+fn wait_results(results: &AtomicU64, n: u64, limit: Duration) -> Result<()> {
+    let t0 = Instant::now();
+    while results.load(Ordering::Relaxed) < n {
+        ensure!(
+            t0.elapsed() < limit,
+            "only {} result(s) from vigild within {limit:?}, waiting for {n}",
+            results.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Unplugs the camera: unbinds vivid from its platform device, which unregisters every
+/// /dev/video node under vigild's open file (its next dequeue fails with ENODEV, reopening
+/// finds no device), binds it again after `d`, and waits for vigild's results to resume.
+/// The rebound vivid starts from its defaults (webcam input, test pattern): no loop after it.
+fn unplug_camera(d: Duration, results: &AtomicU64) -> Result<()> {
+    const DRIVER: &str = "/sys/bus/platform/drivers/vivid";
+    let dev = std::fs::read_dir(DRIVER)
+        .with_context(|| format!("{DRIVER}: read"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("vivid"))
+        .with_context(|| format!("{DRIVER}: no vivid device bound"))?;
+    // Logged first: vigild's reaction must come after it on the console.
+    line(&format!("VIVID-STEP unplug {}", now_ms()));
+    std::fs::write(format!("{DRIVER}/unbind"), &dev)
+        .with_context(|| format!("{DRIVER}/unbind {dev}"))?;
+    std::thread::sleep(d);
+    line(&format!("VIVID-STEP replug {}", now_ms()));
+    std::fs::write(format!("{DRIVER}/bind"), &dev)
+        .with_context(|| format!("{DRIVER}/bind {dev}"))?;
+    let nodes: Vec<String> = std::fs::read_dir("/dev")?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("video"))
+        .collect();
+    line(&format!("VIVID-REPLUGGED {}", nodes.join(" ")));
+    // Results of frames captured before the unplug may still be on their way: wait for a few.
+    let before = results.load(Ordering::Relaxed);
+    wait_results(results, before + 4, Duration::from_secs(60))?;
     Ok(())
 }
 
