@@ -81,9 +81,18 @@ fn need_tool(name: &str, package: &str) {
     );
 }
 
-/// Debian's current kernel (what linux-image-amd64 depends on), unpacked into the cache.
-/// Returns (unpacked root, version).
-fn kernel() -> (PathBuf, String) {
+/// The guest's kernel: Debian's, and vivid's modules from the same package.
+struct Kernel {
+    version: String,
+    vmlinuz: PathBuf,
+    /// Decompressed .ko files, in insmod order (dependencies first).
+    modules: Vec<PathBuf>,
+}
+
+/// Debian's current kernel (what linux-image-amd64 depends on): downloaded with
+/// `apt-get download`, and what the VM needs of it (vmlinuz, vivid's modules, ~10 MB of the
+/// package's 400) kept in the cache.
+fn kernel() -> Kernel {
     let deps = run_ok(
         Command::new("apt-cache").args(["depends", "linux-image-amd64"]),
         "apt-cache depends linux-image-amd64",
@@ -103,38 +112,54 @@ fn kernel() -> (PathBuf, String) {
         .expect("linux-image-VERSION")
         .to_string();
     let root = cache_dir().join(&pkg);
-    if !root
-        .join("boot")
-        .join(format!("vmlinuz-{version}"))
-        .is_file()
-    {
-        let dl = cache_dir().join("download");
+    let order = root.join("modules/order");
+    if !order.is_file() {
+        let tmp = cache_dir().join(format!("{pkg}.partial"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let (dl, deb_root, out) = (tmp.join("download"), tmp.join("deb"), tmp.join("out"));
         std::fs::create_dir_all(&dl).unwrap();
         run_ok(
             Command::new("apt-get")
                 .args(["download", &pkg])
                 .current_dir(&dl),
-            &format!("apt-get download {pkg}"),
+            &format!("apt-get download {pkg} (the vivid test boots Debian's kernel)"),
         );
         let deb = std::fs::read_dir(&dl)
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_")))
-            })
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
             .expect("the downloaded .deb");
-        let tmp = cache_dir().join(format!("{pkg}.partial"));
-        let _ = std::fs::remove_dir_all(&tmp);
         run_ok(
-            Command::new("dpkg").arg("-x").arg(&deb).arg(&tmp),
+            Command::new("dpkg").arg("-x").arg(&deb).arg(&deb_root),
             "dpkg -x",
         );
-        // Only complete unpacks count as cached.
-        std::fs::rename(&tmp, &root).unwrap();
-        let _ = std::fs::remove_file(&deb);
+        std::fs::create_dir_all(out.join("modules")).unwrap();
+        std::fs::copy(
+            deb_root.join("boot").join(format!("vmlinuz-{version}")),
+            out.join("vmlinuz"),
+        )
+        .unwrap();
+        let mut names = String::new();
+        for (name, ko) in vivid_modules(&deb_root, &version) {
+            std::fs::write(out.join("modules").join(&name), ko).unwrap();
+            names += &format!("{name}\n");
+        }
+        std::fs::write(out.join("modules/order"), names).unwrap();
+        // Only complete entries count as cached (an older layout is replaced).
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::rename(&out, &root).unwrap();
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
-    (root, version)
+    let modules = std::fs::read_to_string(&order)
+        .unwrap()
+        .lines()
+        .map(|n| root.join("modules").join(n))
+        .collect();
+    Kernel {
+        version,
+        vmlinuz: root.join("vmlinuz"),
+        modules,
+    }
 }
 
 /// `depends=` of a module, read from its .modinfo strings (no kmod needed).
@@ -151,8 +176,27 @@ fn module_depends(ko: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// vivid and its dependencies, dependencies first (insmod order).
-fn vivid_modules(kroot: &Path, version: &str) -> Vec<PathBuf> {
+/// A module file's contents, decompressed (Debian compresses modules in newer releases;
+/// busybox insmod loads plain ones).
+fn module_bytes(p: &Path) -> Vec<u8> {
+    let tool = match p.extension().and_then(|e| e.to_str()) {
+        Some("ko") => return std::fs::read(p).unwrap(),
+        Some("xz") => "xz",
+        Some("zst") => "zstd",
+        Some("gz") => "gzip",
+        _ => panic!("{}: unknown module compression", p.display()),
+    };
+    let out = Command::new(tool)
+        .arg("-dc")
+        .arg(p)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} -dc {}: {e}", p.display()));
+    assert!(out.status.success(), "{tool} -dc {} failed", p.display());
+    out.stdout
+}
+
+/// vivid and its dependencies, dependencies first (insmod order): (name, decompressed .ko).
+fn vivid_modules(kroot: &Path, version: &str) -> Vec<(String, Vec<u8>)> {
     let mut index = BTreeMap::new();
     let mut stack = vec![kroot.join("lib/modules").join(version).join("kernel")];
     while let Some(d) = stack.pop() {
@@ -161,7 +205,10 @@ fn vivid_modules(kroot: &Path, version: &str) -> Vec<PathBuf> {
             if p.is_dir() {
                 stack.push(p);
             } else if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
-                if let Some(stem) = n.strip_suffix(".ko") {
+                let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                    .iter()
+                    .find_map(|x| n.strip_suffix(x));
+                if let Some(stem) = stem {
                     // modinfo names use '_' where file names may use '-'.
                     index.insert(stem.replace('-', "_"), p.clone());
                 }
@@ -171,7 +218,7 @@ fn vivid_modules(kroot: &Path, version: &str) -> Vec<PathBuf> {
     fn visit(
         name: &str,
         index: &BTreeMap<String, PathBuf>,
-        out: &mut Vec<PathBuf>,
+        out: &mut Vec<(String, Vec<u8>)>,
         seen: &mut Vec<String>,
     ) {
         if seen.iter().any(|s| s == name) {
@@ -181,10 +228,11 @@ fn vivid_modules(kroot: &Path, version: &str) -> Vec<PathBuf> {
         let p = index
             .get(name)
             .unwrap_or_else(|| panic!("module {name} not in the kernel package"));
-        for d in module_depends(&std::fs::read(p).unwrap()) {
+        let ko = module_bytes(p);
+        for d in module_depends(&ko) {
             visit(&d, index, out, seen);
         }
-        out.push(p.clone());
+        out.push((format!("{name}.ko"), ko));
     }
     let mut out = Vec::new();
     visit("vivid", &index, &mut out, &mut Vec::new());
@@ -323,8 +371,7 @@ poweroff -f
 
 fn build_initramfs(
     stage: &Path,
-    kroot: &Path,
-    version: &str,
+    kernel: &Kernel,
     model: &Path,
     frames: &Path,
     plan: &str,
@@ -349,9 +396,9 @@ fn build_initramfs(
     install_binary(&workspace_bin("vigild"), stage);
     install_binary(&workspace_bin("vigil-vivid-guest"), stage);
     let mut names = Vec::new();
-    for m in vivid_modules(kroot, version) {
+    for m in &kernel.modules {
         let n = m.file_name().unwrap().to_string_lossy().into_owned();
-        std::fs::copy(&m, stage.join("mod").join(&n)).unwrap();
+        std::fs::copy(m, stage.join("mod").join(&n)).unwrap();
         names.push(n);
     }
     // The bundle: the manifest and the files it lists (vigild verifies each).
@@ -400,7 +447,7 @@ fn build_initramfs(
 }
 
 /// Boots the VM; returns the console output. Killed after VM_TIMEOUT.
-fn boot(kroot: &Path, version: &str, initrd: &Path) -> (String, Duration) {
+fn boot(kernel: &Kernel, initrd: &Path) -> (String, Duration) {
     let t0 = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -414,7 +461,7 @@ fn boot(kroot: &Path, version: &str, initrd: &Path) -> (String, Duration) {
             "-no-reboot",
         ])
         .arg("-kernel")
-        .arg(kroot.join("boot").join(format!("vmlinuz-{version}")))
+        .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
         // loglevel=1: kernel messages would interleave with the guest's lines (vivid's threads
@@ -486,7 +533,7 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
     need_tool("qemu-system-x86_64", "qemu-system-x86");
     need_tool("busybox", "busybox-static");
     need_tool("apt-get", "apt");
-    let (kroot, version) = kernel();
+    let kernel = kernel();
     let kernel_s = started.elapsed().as_secs_f64();
 
     // The model and the parts, exactly as `vigil demo` makes them.
@@ -584,9 +631,9 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
     .join(",");
 
     let stage = dir.path().join("initramfs");
-    let initrd = build_initramfs(&stage, &kroot, &version, &model, &frames, &plan);
+    let initrd = build_initramfs(&stage, &kernel, &model, &frames, &plan);
     let prepared_s = started.elapsed().as_secs_f64();
-    let (console, vm_time) = boot(&kroot, &version, &initrd);
+    let (console, vm_time) = boot(&kernel, &initrd);
     let fail = |msg: String| -> ! {
         let lines: Vec<&str> = console
             .lines()
@@ -793,11 +840,13 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(f64::NAN);
     eprintln!(
-        "vivid: kernel {version} (ready after {kernel_s:.0} s); trained by {trained_s:.0} s, prepared by {prepared_s:.0} s; \
-         VM {:.0} s (modules loaded {booted:.1} s after boot); {} results, {checked} checked \
-         ({after_stall} after the stalls, {after_replug} after the replug); vigild: {} frames scored ({} dropped, {} drained), \
-         deadline misses {}, timeouts {timeouts}, reopens {reopens}, infer p50 {:.0} ms; \
+        "vivid: kernel {} (ready after {kernel_s:.0} s); trained by {trained_s:.0} s, \
+         prepared by {prepared_s:.0} s; VM {:.0} s (modules loaded {booted:.1} s after boot); \
+         {} results, {checked} checked ({after_stall} after the stalls, {after_replug} after \
+         the replug); vigild: {} frames scored ({} dropped, {} drained), deadline misses {}, \
+         timeouts {timeouts}, reopens {reopens}, capture errors {errors}, infer p50 {:.0} ms; \
          total {:.0} s",
+        kernel.version,
         vm_time.as_secs_f64(),
         results.len(),
         summary["frames"],
