@@ -411,10 +411,12 @@ fn build_initramfs(
     for f in &manifest.files {
         std::fs::copy(model.join(&f.name), stage.join("vivid/model").join(&f.name)).unwrap();
     }
-    for e in std::fs::read_dir(frames).unwrap().flatten() {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "gray") {
-            std::fs::copy(&p, stage.join("vivid/frames").join(p.file_name().unwrap())).unwrap();
+    // The frames the plan shows (300 KB each).
+    for step in plan.split(',') {
+        let name = step.split_once(':').map_or(step, |s| s.0);
+        let file = format!("{name}.gray");
+        if frames.join(&file).is_file() {
+            std::fs::copy(frames.join(&file), stage.join("vivid/frames").join(&file)).unwrap();
         }
     }
     let init = stage.join("init");
