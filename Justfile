@@ -8,6 +8,10 @@ demo *args:
 test:
     bash .ci/run
 
+# vigild on a real kernel V4L2 driver: vivid in a qemu VM, end to end (installs qemu, busybox; docs/vivid.md). `just test` runs it too.
+test-vivid:
+    bash .ci/run vivid
+
 # Train GANomaly on Fashion-MNIST class 1 and evaluate it, with a report (the issue-2 check).
 fmnist class="1" epochs="2":
     cargo run --release -p vigil-host -- train --detector ganomaly --data fashion-mnist:normal={{class}} --image-size 32 --epochs {{epochs}} --out runs/fm{{class}}

@@ -129,6 +129,9 @@ fn open_device(
     fmt.width = req.width;
     fmt.height = req.height;
     fmt.fourcc = FourCC::new(&want.fourcc());
+    // Let the driver choose the line length: G_FMT's is the *current* format's, and drivers
+    // keep a larger requested one (vivid at 720p handed a 640-wide capture 2560-byte lines).
+    fmt.stride = 0;
     let granted = dev
         .set_format(&fmt)
         .map_err(|e| format!("VIDIOC_S_FMT: {e}"))?;
