@@ -4,6 +4,10 @@
 demo *args:
     cargo run --release -p vigil-host -- demo {{args}}
 
+# vigil with Candle's CUDA backend (sm_90), toolkit from PyPI wheels, into target/cuda; see docs/gpu.md.
+build-cuda:
+    bash bench/build-cuda.sh
+
 # Run every test the way CI does (installs Debian packages the tests need).
 test:
     bash .ci/run

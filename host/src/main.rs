@@ -230,7 +230,11 @@ fn parse_device(s: &str) -> Result<Device> {
         .parse()
         .with_context(|| format!("--device {s}: bad GPU index"))?;
     if !candle_core::utils::cuda_is_available() {
-        bail!("--device {s}: this vigil was built without CUDA (rebuild with `--features cuda`)");
+        bail!(
+            "--device {s}: this vigil was built without CUDA (build one with `just build-cuda`, \
+             or `cargo build --release -p vigil-host --features cuda` where a CUDA toolkit is \
+             installed; docs/gpu.md)"
+        );
     }
     Ok(Device::new_cuda(n)?)
 }

@@ -305,3 +305,15 @@ fn missing_dataset_names_the_path_and_the_debian_package() {
         stderr(&o)
     );
 }
+
+/// A CPU build asked for a GPU says how to get a CUDA one; a typo in --device names the value.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_device_on_a_cpu_build_says_how_to_build_one() {
+    let out = tempfile::tempdir().unwrap();
+    let o = train_small(out.path(), "synthetic:metal", "1", &["--device", "cuda:0"]);
+    assert_clean_error(&o, "--device cuda:0");
+    assert!(stderr(&o).contains("just build-cuda"), "{}", stderr(&o));
+    let o = train_small(out.path(), "synthetic:metal", "1", &["--device", "gpu0"]);
+    assert_clean_error(&o, "--device gpu0: expected cpu or cuda:N");
+}
