@@ -21,14 +21,22 @@ fi
 
 frames=$((fps * secs))
 echo "vigild: $frames frames at $fps fps ($secs s)..."
+# Hypervisor steal time (8th value of /proc/stat's cpu line, in USER_HZ ticks) over the run: on
+# a VM, inference spikes past the budget come with it.
+steal() { awk '/^cpu /{print $9}' /proc/stat; }
+steal0=$(steal)
 target/release/vigild --model "$model" --source synthetic:metal --fps "$fps" --frames "$frames" \
   --threads "${THREADS:-1}" \
   --masks anomalous >"$out/results.jsonl" 2>"$out/vigild.log"
+steal_ms=$(( ($(steal) - steal0) * 1000 / $(getconf CLK_TCK) ))
 grep '^vigild: summary ' "$out/vigild.log" | sed 's/^vigild: summary //' >"$out/summary.json"
-python3 - "$out/summary.json" "$fps" <<'PY'
+python3 - "$out/summary.json" "$fps" "$steal_ms" "$(nproc)" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 fps = float(sys.argv[2])
+steal_ms, cpus = int(sys.argv[3]), int(sys.argv[4])
+print(f"hypervisor steal during the run: {steal_ms} ms over {cpus} vCPUs "
+      f"({100 * steal_ms / (cpus * 1000 * s['seconds']):.2f} % of the CPU time)")
 print(f"frames {s['frames']} in {s['seconds']:.1f} s at {fps:g} fps (budget {1000/fps:.1f} ms): "
       f"deadline misses {s['deadline_misses']}, dropped {s['dropped_frames']}, queue full {s['queue_full']}")
 print("| stage | p50 ms | p99 ms | max ms | mean ms |")

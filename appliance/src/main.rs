@@ -192,8 +192,8 @@ fn run(cli: Cli) -> Result<()> {
     let backend = open_backend(&cfg, &cfg.model)?;
     let geometry = source.geometry();
     let lockstep = cfg.fps == 0.0 && !matches!(cfg.source, SourceSpec::V4l(_));
-    let cap = capture::spawn(source, lockstep).context("cannot start the capture thread")?;
-    let telemetry = Arc::new(Telemetry::new(cap.stats.clone()));
+    let capture_stats = Arc::new(capture::CaptureStats::default());
+    let telemetry = Arc::new(Telemetry::new(capture_stats.clone()));
     let (mut pipeline, results) = Pipeline::new(
         backend,
         PipelineOptions {
@@ -243,6 +243,10 @@ fn run(cli: Cli) -> Result<()> {
         Sink::Stdout(spawn_stdout_sink(results, models.clone()))
     };
 
+    // The camera starts last, once the model is warm and the sink is up: a frame captured
+    // during start-up would wait for it and count as a deadline miss.
+    let cap = capture::spawn(source, lockstep, capture_stats)
+        .context("cannot start the capture thread")?;
     let scored = pipeline.run(&cap.mailbox, &STOP, cfg.frames);
     drop(reloader);
     let capture_result = cap.stop();

@@ -306,13 +306,16 @@ impl Drop for Capture {
     }
 }
 
-/// Starts the capture thread. `lockstep`: produce a frame only when the scorer asks for one
-/// (unpaced replay, nothing dropped).
-pub fn spawn(mut source: Box<dyn Source>, lockstep: bool) -> std::io::Result<Capture> {
+/// Starts the capture thread, counting into `stats`. `lockstep`: produce a frame only when the
+/// scorer asks for one (unpaced replay, nothing dropped).
+pub fn spawn(
+    mut source: Box<dyn Source>,
+    lockstep: bool,
+    stats: Arc<CaptureStats>,
+) -> std::io::Result<Capture> {
     let (w, h, c) = source.geometry();
     let cap = w * h * c;
     let mailbox = Arc::new(Mailbox::new(cap));
-    let stats = Arc::new(CaptureStats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (mb, st, sp) = (mailbox.clone(), stats.clone(), stop.clone());
     let handle = std::thread::Builder::new()
