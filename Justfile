@@ -37,8 +37,6 @@ bench-infer bundle="runs/bench-infer" iters="200":
 bench-accuracy detectors="anogan egbad ganomaly alad fanogan gaae wild" classes="0 1 2 3 4 5 6 7 8 9" epochs="2" seeds="1":
     bash bench/bench-accuracy.sh "{{detectors}}" "{{classes}}" "{{epochs}}" "{{seeds}}"
 
-# Deploy vigild + model + config to a device over SSH with health check and rollback, e.g.
-# `just deploy target=pi@cam-3 model=runs/fm1 config=cam-3.toml` (add --dry-run for the plan,
-# --reload for a model-only update; docs/deploy.md, `vigil-deploy --help`).
+# Roll vigild + model + config out over SSH, health-checked, rolled back on failure: `just deploy target=USER@HOST [model=DIR] [config=FILE] [--dry-run|--reload]` (docs/deploy.md).
 deploy +args:
     cargo run --release -q -p vigil-deploy -- {{args}}
