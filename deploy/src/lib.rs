@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 /// The device side, piped to `sh -s` over ssh for every step.
 pub const DEVICE_SH: &str = include_str!("device.sh");
@@ -193,20 +192,8 @@ pub fn kv<'a>(out: &'a str, key: &str) -> Option<&'a str> {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    vigil_shared::manifest::sha256_file(path)
+        .with_context(|| format!("{}: cannot read", path.display()))
 }
 
 /// A bundle checked locally: every file the manifest lists is present with its sha256.
