@@ -19,7 +19,7 @@ use vigil_appliance::capture;
 use vigil_appliance::config::{self, BackendKind, Config, Settings, SourceSpec};
 use vigil_appliance::pipeline::{Pipeline, PipelineOptions, Results, Telemetry, STAGES};
 use vigil_appliance::publish::{self, Commands, PublishConfig, Publisher};
-use vigil_appliance::reload::{check_bundle, model_ref, ModelTable, Reloader, ReloaderOptions};
+use vigil_appliance::reload::{model_ref, ModelTable, Reloader, ReloaderOptions};
 use vigil_shared::manifest::Manifest;
 
 #[derive(Parser)]
@@ -167,7 +167,7 @@ fn run(cli: Cli) -> Result<()> {
             .clone()
             .or(file.model.clone())
             .context("--check needs --model DIR (or `model` in the config file)")?;
-        let m = check_bundle(&model)?;
+        let m = Manifest::load_verified(&model)?;
         println!("{}", describe_bundle(&model, &m));
         return Ok(());
     }
@@ -178,7 +178,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     install_signal_handlers();
 
-    let manifest = check_bundle(&cfg.model)?;
+    let manifest = Manifest::load_verified(&cfg.model)?;
     eprintln!("vigild: {}", describe_bundle(&cfg.model, &manifest));
     let mqtt = cfg.mqtt.broker.is_some() || cfg.mqtt.embedded_broker;
     if cfg.mqtt.embedded_broker {

@@ -50,11 +50,7 @@ impl ModelTable {
 
 /// Model id and ONNX checksum carried by every result.
 pub fn model_ref(m: &Manifest) -> ModelRef {
-    let onnx = m
-        .files
-        .iter()
-        .find(|f| f.name.ends_with(".onnx"))
-        .or(m.files.first());
+    let onnx = m.model_file().or(m.files.first());
     ModelRef {
         id: format!(
             "{}-{}x{}-{}",
@@ -65,15 +61,6 @@ pub fn model_ref(m: &Manifest) -> ModelRef {
         ),
         sha256: onnx.map(|f| f.sha256.clone()).unwrap_or_default(),
     }
-}
-
-/// Manifest of `dir` with every listed file's sha256 verified.
-pub fn check_bundle(dir: &Path) -> Result<Manifest, vigil_shared::manifest::BundleError> {
-    let manifest = Manifest::load(dir)?;
-    for f in &manifest.files {
-        manifest.verify_file(dir, &f.name)?;
-    }
-    Ok(manifest)
 }
 
 /// A warmed-up backend, ready for the scoring loop.
@@ -277,7 +264,7 @@ impl Worker {
 
     /// Load, verify, optimise and warm up: everything that takes time, off the scoring thread.
     fn prepare(&self, dir: &Path) -> Result<Swap, String> {
-        let m = check_bundle(dir).map_err(|e| e.to_string())?;
+        let m = Manifest::load_verified(dir).map_err(|e| e.to_string())?;
         let (a, b) = (&self.input, &m.input);
         if (a.channels, a.height, a.width, a.range) != (b.channels, b.height, b.width, b.range) {
             return Err(format!(

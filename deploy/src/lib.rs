@@ -207,25 +207,16 @@ pub struct Bundle {
 }
 
 pub fn check_bundle(dir: &Path) -> Result<Bundle> {
-    let m = vigil_shared::manifest::Manifest::load(dir)
+    let m = vigil_shared::manifest::Manifest::load_verified(dir)
         .with_context(|| format!("bundle {}", dir.display()))?;
-    for f in &m.files {
-        m.verify_file(dir, &f.name)
-            .with_context(|| format!("bundle {}", dir.display()))?;
-    }
     Ok(Bundle {
         dir: dir.to_path_buf(),
-        model_sha256: model_sha256(&m)
+        model_sha256: m
+            .model_file()
+            .map(|f| f.sha256.clone())
             .ok_or_else(|| anyhow!("bundle {}: the manifest lists no .onnx file", dir.display()))?,
         files: m.files.iter().map(|f| f.name.clone()).collect(),
     })
-}
-
-pub fn model_sha256(m: &vigil_shared::manifest::Manifest) -> Option<String> {
-    m.files
-        .iter()
-        .find(|f| f.name.ends_with(".onnx"))
-        .map(|f| f.sha256.clone())
 }
 
 /// What the deploy needs from the device's vigild.toml.

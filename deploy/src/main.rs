@@ -268,7 +268,8 @@ fn run(cli: Cli) -> Result<()> {
             let text = ssh.device("cat", &prefix, &["model/manifest.json"])?.stdout;
             let m: vigil_shared::manifest::Manifest = serde_json::from_str(&text)
                 .with_context(|| format!("{}:{prefix}/current/model/manifest.json", cli.target))?;
-            vigil_deploy::model_sha256(&m)
+            m.model_file()
+                .map(|f| f.sha256.clone())
                 .context("the device's current manifest lists no .onnx")?
         }
     };

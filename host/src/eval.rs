@@ -10,7 +10,7 @@ use vigil_shared::metrics;
 use crate::bundle::LoadedModel;
 use crate::data::{Dataset, Sample};
 use crate::report::{self, Tile};
-use crate::train::{calibrate, preview_tiles, score_samples, Scored};
+use crate::train::{calibrate, preview_tiles, score_samples, score_samples_many, Scored};
 use vigil_models::export::run::OnnxScorer;
 
 /// The JSON object `vigil eval` prints (field names are fixed by DESIGN.md).
@@ -71,6 +71,52 @@ pub fn evaluate(
         write_report(model, test, &scored.scores, &labels, &result, dir, device)?;
     }
     Ok(result)
+}
+
+/// Every score of the bundle's detector (`vigil eval --score all`), from one scoring pass over
+/// the held-out normals and one over the test split: the bundle's own score first, with its
+/// threshold, then the others in the detector's order, each calibrated afresh as [`evaluate`]
+/// does. What `just bench-accuracy` uses to compare a detector's scores on the same models.
+pub fn evaluate_all_scores(
+    model: &LoadedModel,
+    data: &Dataset,
+    device: &Device,
+) -> Result<Vec<EvalResult>> {
+    let m = &model.manifest;
+    check_geometry(model, data)?;
+    let detector = model.detector.as_ref();
+    let own = m.score.name.as_str();
+    let names: Vec<&str> = std::iter::once(own)
+        .chain(
+            detector
+                .kind()
+                .scores()
+                .iter()
+                .copied()
+                .filter(|s| *s != own),
+        )
+        .collect();
+    let (val, _) = score_samples_many(detector, &data.val, &names[1..], false, device)?;
+    let test = &data.test;
+    let has_masks = test.iter().any(|s| s.mask.is_some());
+    let (scores, maps) = score_samples_many(detector, test, &names, has_masks, device)?;
+    let mut results = Vec::with_capacity(names.len());
+    for (i, (name, scores)) in names.iter().zip(scores).enumerate() {
+        let threshold = match i {
+            0 => m.normalisation.threshold,
+            _ => {
+                calibrate(&val[i - 1], m.normalisation.quantile)
+                    .with_context(|| format!("calibrating the threshold of score {name}"))?
+                    .threshold
+            }
+        };
+        let scored = Scored {
+            scores,
+            maps: maps.clone(),
+        };
+        results.push(metrics_of(model, data, &scored, name, threshold)?);
+    }
+    Ok(results)
 }
 
 /// [`evaluate`] with the scores and maps of an exported graph (`file`, relative to the bundle

@@ -177,7 +177,9 @@ struct EvalArgs {
     onnx: Option<PathBuf>,
     /// Evaluate another of the detector's scores than the bundle's (e.g. `origin` for `wild`;
     /// `docs/bundle.md` lists each detector's). Its threshold, which only `image_f1` uses, is
-    /// calibrated afresh on the data's held-out normal images at the bundle's quantile.
+    /// calibrated afresh on the data's held-out normal images at the bundle's quantile. `all`
+    /// evaluates every score from one scoring pass and prints one JSON object per line, the
+    /// bundle's own score first.
     #[arg(long, value_name = "NAME", conflicts_with = "onnx")]
     score: Option<String>,
     /// Compute device: `cpu` or `cuda:N`.
@@ -318,6 +320,15 @@ fn run(cli: Cli) -> Result<()> {
                 seed: model.manifest.training.seed,
             };
             let dataset = data::load(&spec, &opts)?;
+            if a.score.as_deref() == Some("all") {
+                if a.report.is_some() {
+                    bail!("--report draws one score's curves: pick a score instead of --score all");
+                }
+                for r in eval::evaluate_all_scores(&model, &dataset, &device)? {
+                    println!("{}", serde_json::to_string(&r)?);
+                }
+                return Ok(());
+            }
             let result = match &a.onnx {
                 Some(file) => eval::evaluate_onnx(&model, &a.model, file, &dataset)?,
                 None => eval::evaluate(

@@ -73,19 +73,37 @@ pub fn score_samples(
     keep_maps: bool,
     device: &Device,
 ) -> Result<Scored> {
+    let (mut scores, maps) = score_samples_many(detector, samples, &[score], keep_maps, device)?;
+    Ok(Scored {
+        scores: scores.pop().unwrap_or_default(),
+        maps,
+    })
+}
+
+/// Several of the detector's scores from one pass over `samples` (each detector computes all of
+/// its scores in one forward pass anyway); one score vector per name, in `names`' order.
+pub fn score_samples_many(
+    detector: &dyn Detector,
+    samples: &[Sample],
+    names: &[&str],
+    keep_maps: bool,
+    device: &Device,
+) -> Result<(Vec<Vec<f32>>, Option<Vec<f32>>)> {
     let cfg = detector.config();
-    let mut scores = Vec::with_capacity(samples.len());
+    let mut scores = vec![Vec::with_capacity(samples.len()); names.len()];
     let mut maps = keep_maps.then(|| Vec::with_capacity(samples.len() * cfg.size * cfg.size));
     for chunk in samples.chunks(128) {
         let refs: Vec<&Sample> = chunk.iter().collect();
         let x = batch_tensor(&refs, cfg.channels, cfg.size, device)?;
         let inf = detector.infer(&x)?;
-        scores.extend(inf.score(score)?.to_vec1::<f32>()?);
+        for (name, out) in names.iter().zip(scores.iter_mut()) {
+            out.extend(inf.score(name)?.to_vec1::<f32>()?);
+        }
         if let Some(m) = maps.as_mut() {
             m.extend(inf.map.flatten_all()?.to_vec1::<f32>()?);
         }
     }
-    Ok(Scored { scores, maps })
+    Ok((scores, maps))
 }
 
 /// Threshold = the chosen quantile of held-out normal scores; the normalisation maps the lowest

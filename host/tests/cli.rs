@@ -114,6 +114,35 @@ fn ganomaly_on_fashion_mnist_class_1_reaches_auroc_090() {
         enc["threshold"], v["threshold"],
         "threshold not recalibrated"
     );
+
+    // `--score all`: both scores from one pass, one JSON line each, the bundle's own first, with
+    // exactly the figures of the one-score runs.
+    let out = ok(vigil(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        "fashion-mnist:normal=1",
+        "--score",
+        "all",
+    ]));
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (got, want) in lines.iter().zip([&v, &enc]) {
+        for key in [
+            "score",
+            "image_auroc",
+            "image_auprc",
+            "image_f1",
+            "threshold",
+        ] {
+            assert_eq!(got[key], want[key], "{key}: {got} vs {want}");
+        }
+    }
 }
 
 fn synth_folder(dir: &Path) -> PathBuf {

@@ -286,6 +286,21 @@ impl Manifest {
         self.files.iter().find(|f| f.name == name)
     }
 
+    /// Loads the manifest of `dir` and checks every file it lists against its sha256: what the
+    /// appliance does before swapping a model in and what the deploy does before uploading.
+    pub fn load_verified(dir: &Path) -> Result<Manifest, BundleError> {
+        let manifest = Manifest::load(dir)?;
+        for f in &manifest.files {
+            manifest.verify_file(dir, &f.name)?;
+        }
+        Ok(manifest)
+    }
+
+    /// The scoring graph the appliance runs and reports the sha256 of: the first `.onnx` listed.
+    pub fn model_file(&self) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.name.ends_with(".onnx"))
+    }
+
     /// Replaces the entry with the same name, or appends it (keeping the listing's order).
     pub fn upsert_file(&mut self, entry: FileEntry) {
         match self.files.iter_mut().find(|f| f.name == entry.name) {
@@ -656,6 +671,37 @@ mod tests {
             m.verify_file(&d.0, "gone.onnx"),
             Err(BundleError::Io { .. })
         ));
+    }
+
+    #[test]
+    fn load_verified_checks_every_file_and_model_file_is_the_first_onnx() {
+        let d = TempDir::new();
+        let mut m = sample();
+        m.files.clear();
+        for (name, bytes, precision) in [
+            ("weights.safetensors", &b"w"[..], "f32"),
+            ("model.onnx", b"f", "f32"),
+            ("model.int8.onnx", b"q", "int8"),
+        ] {
+            std::fs::write(d.0.join(name), bytes).unwrap();
+            m.upsert_file(FileEntry {
+                name: name.into(),
+                sha256: sha256_bytes(bytes),
+                precision: precision.into(),
+            });
+        }
+        m.save(&d.0).unwrap();
+        let loaded = Manifest::load_verified(&d.0).unwrap();
+        assert_eq!(loaded.model_file().unwrap().name, "model.onnx");
+
+        // A file after the model, damaged in transit, is still caught and named.
+        std::fs::write(d.0.join("model.int8.onnx"), b"Q").unwrap();
+        let e = Manifest::load_verified(&d.0).unwrap_err();
+        assert!(matches!(e, BundleError::Checksum { .. }), "{e}");
+        assert!(e.to_string().contains("model.int8.onnx"), "{e}");
+
+        m.files.retain(|f| !f.name.ends_with(".onnx"));
+        assert!(m.model_file().is_none());
     }
 
     #[test]
