@@ -5,11 +5,20 @@
 #   bench/bench-accuracy.sh [DETECTORS] [CLASSES] [EPOCHS] [SEEDS]
 #   e.g. bench/bench-accuracy.sh "ganomaly wild" "0 1 2 3 4 5 6 7 8 9" 2 "1 2"
 #
-# Env: SIZE (32), CONTAMINATION (unset: clean training data), OUT (runs/accuracy),
-# VIGIL (a vigil binary to use; unset: build this checkout's), VIGIL_ANOGAN_STEPS (AnoGAN's latent-search steps at scoring; default 500, which costs hours
-# on a CPU: see docs/benchmarks.md), SCORES ("all", or names like "residual origin": also
-# evaluate these scores of every model, each with its threshold recalibrated; unset: only the
-# bundle's default). Each run's eval JSON goes to $OUT/<det>-c<C>-s<seed>.json (other scores:
+# Env:
+#   SIZE           image side (32)
+#   CONTAMINATION  fraction of anomalies mixed into the training data (unset: clean)
+#   OUT            where bundles and results go (runs/accuracy)
+#   SCORES         "all", or score names like "residual origin": also evaluate these scores of
+#                  every model (one `vigil eval --score all` pass, thresholds recalibrated);
+#                  unset: only the bundle's default score
+#   JOBS           runs in parallel (1). Each gets RAYON_NUM_THREADS = cores / JOBS unless set:
+#                  on a 2-core machine two 1-thread runs side by side take about as long each as
+#                  one 2-thread run alone, so JOBS=2 halves the table's wall time there
+#   VIGIL          a prebuilt vigil binary (unset: build this checkout's)
+#   VIGIL_ANOGAN_STEPS  AnoGAN's latent-search steps when scoring (500; hours on a CPU, see
+#                  docs/benchmarks.md)
+# Each run's eval JSON goes to $OUT/<det>-c<C>-s<seed>.json (other scores:
 # <det>-c<C>-s<seed>.<score>.json); finished runs are skipped, so an interrupted table resumes.
 # Prints a markdown table with the per-class AUROC and the mean per detector and score.
 set -euo pipefail
@@ -55,49 +64,50 @@ if [ -z "$vigil" ]; then
   vigil=target/release/vigil
 fi
 
+jobs=${JOBS:-1}
+if [ "$jobs" -gt 1 ] && [ -z "${RAYON_NUM_THREADS:-}" ]; then
+  per=$(( $(nproc) / jobs )); export RAYON_NUM_THREADS=$(( per > 0 ? per : 1 ))
+fi
+
+# One table cell: train (unless done), evaluate the default score, then the other scores.
+run_one() {
+  local det=$1 c=$2 seed=$3
+  local tag="$det-c$c-s$seed${contam:+-p$contam}"
+  if [ ! -s "$out/$tag.json" ]; then
+    local spec="fashion-mnist:normal=$c${contam:+,contamination=$contam}" start
+    start=$(date +%s)
+    "$vigil" train --detector "$det" --data "$spec" --image-size "$size" --epochs "$epochs" \
+      --seed "$seed" --out "$out/$tag" >/dev/null
+    "$vigil" eval --model "$out/$tag" --data "fashion-mnist:normal=$c" >"$out/$tag.json.tmp"
+    mv "$out/$tag.json.tmp" "$out/$tag.json"
+    echo "$tag: $(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["image_auroc"], 4))' "$out/$tag.json") ($(( $(date +%s) - start )) s)" >&2
+  fi
+  [ -n "$want_scores" ] || return 0
+  local default s missing=
+  default=$(scores_of "$det"); default=${default%% *}
+  for s in $(scores_for "$det"); do
+    [ "$s" = "$default" ] || [ -s "$out/$tag.$s.json" ] || missing=1
+  done
+  [ -n "$missing" ] || return 0
+  "$vigil" eval --model "$out/$tag" --data "fashion-mnist:normal=$c" --score all \
+    >"$out/$tag.all.tmp"
+  # The first line is the bundle's own score, already in <tag>.json.
+  python3 -c '
+import json, sys
+for l in open(sys.argv[2]).read().splitlines()[1:]:
+    r = json.loads(l)
+    json.dump(r, open(sys.argv[1] + "." + r["score"] + ".json", "w"))
+' "$out/$tag" "$out/$tag.all.tmp"
+  rm "$out/$tag.all.tmp"
+}
+export -f run_one scores_of scores_for
+export vigil out size epochs contam want_scores
+
 for det in $detectors; do
   for c in $classes; do
-    for seed in $seeds; do
-      tag="$det-c$c-s$seed${contam:+-p$contam}"
-      [ -s "$out/$tag.json" ] && continue
-      spec="fashion-mnist:normal=$c${contam:+,contamination=$contam}"
-      start=$(date +%s)
-      "$vigil" train --detector "$det" --data "$spec" --image-size "$size" --epochs "$epochs" \
-        --seed "$seed" --out "$out/$tag" >/dev/null
-      "$vigil" eval --model "$out/$tag" --data "fashion-mnist:normal=$c" >"$out/$tag.json.tmp"
-      mv "$out/$tag.json.tmp" "$out/$tag.json"
-      echo "$tag: $(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["image_auroc"], 4))' "$out/$tag.json") ($(( $(date +%s) - start )) s)" >&2
-    done
+    for seed in $seeds; do echo "$det $c $seed"; done
   done
-done
-
-# Other scores of the same models: one `vigil eval --score all` per model, no training.
-if [ -n "$want_scores" ]; then
-  for det in $detectors; do
-    default=$(scores_of "$det"); default=${default%% *}
-    for c in $classes; do
-      for seed in $seeds; do
-        tag="$det-c$c-s$seed${contam:+-p$contam}"
-        [ -s "$out/$tag.json" ] || continue
-        missing=
-        for s in $(scores_for "$det"); do
-          [ "$s" = "$default" ] || [ -s "$out/$tag.$s.json" ] || missing=1
-        done
-        [ -n "$missing" ] || continue
-        "$vigil" eval --model "$out/$tag" --data "fashion-mnist:normal=$c" --score all \
-          >"$out/$tag.all.tmp"
-        python3 - "$out/$tag" "$out/$tag.all.tmp" <<'PY'
-import json, sys
-lines = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
-for r in lines[1:]:  # the first is the bundle's own score, already in <tag>.json
-    with open(f"{sys.argv[1]}.{r['score']}.json", "w") as f:
-        json.dump(r, f)
-PY
-        rm "$out/$tag.all.tmp"
-      done
-    done
-  done
-fi
+done | xargs -r -n 3 -P "$jobs" bash -c 'set -euo pipefail; run_one "$@"' _
 
 rows=()
 for det in $detectors; do
