@@ -33,7 +33,7 @@ bench-loop fps="30" seconds="60":
 bench-infer bundle="runs/bench-infer" iters="200":
     bash bench/bench-infer.sh {{bundle}} {{iters}}
 
-# Image AUROC of every detector over the Fashion-MNIST one-class tasks; see docs/benchmarks.md.
+# Image AUROC of every detector over the Fashion-MNIST one-class tasks (env JOBS=N, SCORES=all, REPORT_ONLY=1: see bench/bench-accuracy.sh); docs/benchmarks.md.
 bench-accuracy detectors="anogan egbad ganomaly alad fanogan gaae wild" classes="0 1 2 3 4 5 6 7 8 9" epochs="2" seeds="1":
     bash bench/bench-accuracy.sh "{{detectors}}" "{{classes}}" "{{epochs}}" "{{seeds}}"
 

@@ -16,6 +16,8 @@
 #                  on a 2-core machine two 1-thread runs side by side take about as long each as
 #                  one 2-thread run alone, so JOBS=2 halves the table's wall time there
 #   VIGIL          a prebuilt vigil binary (unset: build this checkout's)
+#   REPORT_ONLY    set: run nothing, print the table of the runs already in $OUT ("–" for
+#                  missing cells, and no mean for a row that lacks any)
 #   VIGIL_ANOGAN_STEPS  AnoGAN's latent-search steps when scoring (500; hours on a CPU, see
 #                  docs/benchmarks.md)
 # Each run's eval JSON goes to $OUT/<det>-c<C>-s<seed>.json (other scores:
@@ -59,7 +61,8 @@ scores_for() {
 
 # VIGIL: a prebuilt vigil binary to use instead of building this checkout's.
 vigil=${VIGIL:-}
-if [ -z "$vigil" ]; then
+report_only=${REPORT_ONLY:-}
+if [ -z "$vigil" ] && [ -z "$report_only" ]; then
   cargo build -q --release -p vigil-host
   vigil=target/release/vigil
 fi
@@ -103,11 +106,13 @@ for l in open(sys.argv[2]).read().splitlines()[1:]:
 export -f run_one scores_of scores_for
 export vigil out size epochs contam want_scores
 
-for det in $detectors; do
-  for c in $classes; do
-    for seed in $seeds; do echo "$det $c $seed"; done
-  done
-done | xargs -r -n 3 -P "$jobs" bash -c 'set -euo pipefail; run_one "$@"' _
+if [ -z "$report_only" ]; then
+  for det in $detectors; do
+    for c in $classes; do
+      for seed in $seeds; do echo "$det $c $seed"; done
+    done
+  done | xargs -r -n 3 -P "$jobs" bash -c 'set -euo pipefail; run_one "$@"' _
+fi
 
 rows=()
 for det in $detectors; do

@@ -10,7 +10,9 @@ use vigil_shared::metrics;
 use crate::bundle::LoadedModel;
 use crate::data::{Dataset, Sample};
 use crate::report::{self, Tile};
-use crate::train::{calibrate, preview_tiles, score_samples, score_samples_many, Scored};
+use crate::train::{
+    calibrate, preview_tiles, score_samples, score_samples_many, Scored, ScoredMany,
+};
 use vigil_models::export::run::OnnxScorer;
 
 /// The JSON object `vigil eval` prints (field names are fixed by DESIGN.md).
@@ -96,10 +98,11 @@ pub fn evaluate_all_scores(
                 .filter(|s| *s != own),
         )
         .collect();
-    let (val, _) = score_samples_many(detector, &data.val, &names[1..], false, device)?;
+    let val = score_samples_many(detector, &data.val, &names[1..], false, device)?.scores;
     let test = &data.test;
     let has_masks = test.iter().any(|s| s.mask.is_some());
-    let (scores, maps) = score_samples_many(detector, test, &names, has_masks, device)?;
+    let ScoredMany { scores, maps } =
+        score_samples_many(detector, test, &names, has_masks, device)?;
     let mut results = Vec::with_capacity(names.len());
     for (i, (name, scores)) in names.iter().zip(scores).enumerate() {
         let threshold = match i {

@@ -66,6 +66,12 @@ pub struct Scored {
     pub maps: Option<Vec<f32>>,
 }
 
+/// Several scores of the same images: one vector per score name, maps shared.
+pub struct ScoredMany {
+    pub scores: Vec<Vec<f32>>,
+    pub maps: Option<Vec<f32>>,
+}
+
 pub fn score_samples(
     detector: &dyn Detector,
     samples: &[Sample],
@@ -73,7 +79,8 @@ pub fn score_samples(
     keep_maps: bool,
     device: &Device,
 ) -> Result<Scored> {
-    let (mut scores, maps) = score_samples_many(detector, samples, &[score], keep_maps, device)?;
+    let ScoredMany { mut scores, maps } =
+        score_samples_many(detector, samples, &[score], keep_maps, device)?;
     Ok(Scored {
         scores: scores.pop().unwrap_or_default(),
         maps,
@@ -88,7 +95,7 @@ pub fn score_samples_many(
     names: &[&str],
     keep_maps: bool,
     device: &Device,
-) -> Result<(Vec<Vec<f32>>, Option<Vec<f32>>)> {
+) -> Result<ScoredMany> {
     let cfg = detector.config();
     let mut scores = vec![Vec::with_capacity(samples.len()); names.len()];
     let mut maps = keep_maps.then(|| Vec::with_capacity(samples.len() * cfg.size * cfg.size));
@@ -103,7 +110,7 @@ pub fn score_samples_many(
             m.extend(inf.map.flatten_all()?.to_vec1::<f32>()?);
         }
     }
-    Ok((scores, maps))
+    Ok(ScoredMany { scores, maps })
 }
 
 /// Threshold = the chosen quantile of held-out normal scores; the normalisation maps the lowest
