@@ -79,8 +79,12 @@ run_one() {
   if [ ! -s "$out/$tag.json" ]; then
     local spec="fashion-mnist:normal=$c${contam:+,contamination=$contam}" start
     start=$(date +%s)
-    "$vigil" train --detector "$det" --data "$spec" --image-size "$size" --epochs "$epochs" \
-      --seed "$seed" --out "$out/$tag" >/dev/null
+    # A bundle is complete once its manifest is written (last, it hashes the other files), so a
+    # run interrupted between training and eval only repeats the eval.
+    if [ ! -s "$out/$tag/manifest.json" ]; then
+      "$vigil" train --detector "$det" --data "$spec" --image-size "$size" --epochs "$epochs" \
+        --seed "$seed" --out "$out/$tag" >/dev/null
+    fi
     "$vigil" eval --model "$out/$tag" --data "fashion-mnist:normal=$c" >"$out/$tag.json.tmp"
     mv "$out/$tag.json.tmp" "$out/$tag.json"
     echo "$tag: $(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["image_auroc"], 4))' "$out/$tag.json") ($(( $(date +%s) - start )) s)" >&2
