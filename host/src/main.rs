@@ -145,7 +145,10 @@ struct TrainArgs {
     /// Continue the run checkpointed in --out up to --epochs.
     #[arg(long)]
     resume: bool,
-    /// Score to calibrate and ship (ganomaly: residual, encoder; default: the first).
+    /// Score to calibrate and ship; default: the first of the detector's. anogan: search,
+    /// residual; egbad: residual, combined, features; ganomaly: residual, encoder; alad:
+    /// features, l1, l2, logits; fanogan: izif, residual, origin; gaae: combined, residual,
+    /// features, latent; wild: combined, residual, origin (docs/bundle.md defines each).
     #[arg(long)]
     score: Option<String>,
     /// Gaussian σ in pixels for smoothing the anomaly map (default: image size / 64, at least 1).
