@@ -72,40 +72,41 @@ if [ "$jobs" -gt 1 ] && [ -z "${RAYON_NUM_THREADS:-}" ]; then
   per=$(( $(nproc) / jobs )); export RAYON_NUM_THREADS=$(( per > 0 ? per : 1 ))
 fi
 
-# One table cell: train (unless done), evaluate the default score, then the other scores.
+# One table cell: train (unless done), then evaluate: the default score alone, or with SCORES
+# every score from one `vigil eval --score all` pass (AnoGAN's latent search is run once, not
+# once per score).
 run_one() {
   local det=$1 c=$2 seed=$3
   local tag="$det-c$c-s$seed${contam:+-p$contam}"
-  if [ ! -s "$out/$tag.json" ]; then
-    local spec="fashion-mnist:normal=$c${contam:+,contamination=$contam}" start
-    start=$(date +%s)
-    # A bundle is complete once its manifest is written (last, it hashes the other files), so a
-    # run interrupted between training and eval only repeats the eval.
-    if [ ! -s "$out/$tag/manifest.json" ]; then
-      "$vigil" train --detector "$det" --data "$spec" --image-size "$size" --epochs "$epochs" \
-        --seed "$seed" --out "$out/$tag" >/dev/null
-    fi
-    "$vigil" eval --model "$out/$tag" --data "fashion-mnist:normal=$c" >"$out/$tag.json.tmp"
-    mv "$out/$tag.json.tmp" "$out/$tag.json"
-    echo "$tag: $(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["image_auroc"], 4))' "$out/$tag.json") ($(( $(date +%s) - start )) s)" >&2
-  fi
-  [ -n "$want_scores" ] || return 0
-  local default s missing=
+  local start default s missing=
+  start=$(date +%s)
   default=$(scores_of "$det"); default=${default%% *}
   for s in $(scores_for "$det"); do
-    [ "$s" = "$default" ] || [ -s "$out/$tag.$s.json" ] || missing=1
+    if [ "$s" = "$default" ]; then [ -s "$out/$tag.json" ] || missing=1
+    else [ -s "$out/$tag.$s.json" ] || missing=1; fi
   done
   [ -n "$missing" ] || return 0
-  "$vigil" eval --model "$out/$tag" --data "fashion-mnist:normal=$c" --score all \
-    >"$out/$tag.all.tmp"
-  # The first line is the bundle's own score, already in <tag>.json.
+  # A bundle is complete once its manifest is written (last, it hashes the other files), so a
+  # run interrupted between training and eval only repeats the eval.
+  if [ ! -s "$out/$tag/manifest.json" ]; then
+    "$vigil" train --detector "$det" \
+      --data "fashion-mnist:normal=$c${contam:+,contamination=$contam}" --image-size "$size" \
+      --epochs "$epochs" --seed "$seed" --out "$out/$tag" >/dev/null
+  fi
+  local all=; [ -z "$want_scores" ] || all=1
+  "$vigil" eval --model "$out/$tag" --data "fashion-mnist:normal=$c" ${all:+--score all} \
+    >"$out/$tag.eval.tmp"
+  # One JSON object per line, the bundle's own (default) score first.
   python3 -c '
 import json, sys
-for l in open(sys.argv[2]).read().splitlines()[1:]:
+tag, default = sys.argv[1], sys.argv[3]
+for l in open(sys.argv[2]).read().splitlines():
     r = json.loads(l)
-    json.dump(r, open(sys.argv[1] + "." + r["score"] + ".json", "w"))
-' "$out/$tag" "$out/$tag.all.tmp"
-  rm "$out/$tag.all.tmp"
+    s = r.get("score", default)
+    json.dump(r, open(tag + ("" if s == default else "." + s) + ".json", "w"))
+' "$out/$tag" "$out/$tag.eval.tmp" "$default"
+  rm "$out/$tag.eval.tmp"
+  echo "$tag: $(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["image_auroc"], 4))' "$out/$tag.json") ($(( $(date +%s) - start )) s)" >&2
 }
 export -f run_one scores_of scores_for
 export vigil out size epochs contam want_scores
