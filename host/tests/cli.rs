@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use vigil_models::DetectorKind;
 
 fn vigil(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vigil"))
@@ -231,6 +232,25 @@ fn copy_bundle(to: &Path) -> PathBuf {
         std::fs::copy(trained_bundle().join(f), dst.join(f)).unwrap();
     }
     dst
+}
+
+/// `--score`'s help is written by hand; this keeps it in step with the scores each detector
+/// really offers, in their order (the first is the default).
+#[test]
+fn train_help_lists_every_detectors_scores() {
+    let o = ok(vigil(&["train", "--help"]));
+    // clap wraps to the terminal's width: compare with the line breaks folded away.
+    let help = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for kind in DetectorKind::ALL {
+        let entry = format!("{}: {}", kind.name(), kind.scores().join(", "));
+        assert!(
+            help.contains(&entry),
+            "`vigil train --help` lacks `{entry}`:\n{help}"
+        );
+    }
 }
 
 #[test]
