@@ -7,26 +7,29 @@
 //! 4. subscribes like a dashboard would, shows every verdict as it arrives, stops vigild with
 //!    SIGTERM (its retained status turns `stopped`) and scores the verdicts against the labels.
 //!
+//! Steps 3 and 4 (the daemon, the dashboard and the loop between them) are in `replay`.
+//!
 //! The pieces other programs need (writing a line, training the line model, tallying verdicts
 //! against labels) are public here so the end-to-end tests run exactly what the demo runs.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use indicatif::{ProgressBar, ProgressStyle};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use vigil_models::DetectorKind;
-use vigil_shared::messages::{DeviceState, FrameResult, Stats, Status};
 use vigil_shared::metrics::quantile;
 use vigil_shared::synth::SurfaceKind;
 
 use crate::data::{self, DataSpec, LinePart, LoadOptions};
 use crate::{bundle, export, train};
+
+mod replay;
+
+pub use replay::Live;
 
 /// How the line's model is trained: small enough for a couple of minutes on two cores.
 #[derive(Clone, Debug)]
@@ -193,12 +196,44 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
 
-    // 1. The line.
     let t = Instant::now();
     let line_dir = opts.out.join("line");
-    clear_line(&line_dir)?;
+    let parts = make_line(opts, &line_dir)?;
+    seconds.insert("line", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let model_dir = opts.out.join("model");
+    make_model(opts, &model_dir, term)?;
+    seconds.insert("train", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let port = match opts.port {
+        Some(p) => p,
+        None => free_port()?,
+    };
+    step(&format!(
+        "3/3 vigild: folder replay at {} fps, embedded broker mqtt://127.0.0.1:{port} \
+         (watch it: mosquitto_sub -p {port} -v -t 'vigil/#'); log {}",
+        opts.fps,
+        opts.out.join("vigild.log").display()
+    ));
+    let live = replay::replay(opts, &vigild, &model_dir, &line_dir, port, &parts, term)?;
+    seconds.insert("replay", t.elapsed().as_secs_f64());
+    seconds.insert("total", started.elapsed().as_secs_f64());
+
+    let summary = summarise(&live, &parts, seconds);
+    print_summary(&summary, &live, &parts);
+    let path = opts.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(summary)
+}
+
+/// Step 1: the line, written fresh into `line_dir`.
+fn make_line(opts: &DemoOptions, line_dir: &Path) -> Result<Vec<LinePart>> {
+    clear_line(line_dir)?;
     let parts = data::write_line(
-        &line_dir,
+        line_dir,
         opts.recipe.kind,
         opts.frames,
         opts.recipe.size,
@@ -215,54 +250,32 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         line_dir.display(),
         data::LINE_LABELS
     ));
-    seconds.insert("line", t.elapsed().as_secs_f64());
+    Ok(parts)
+}
 
-    // 2. The model.
-    let t = Instant::now();
-    let model_dir = opts.out.join("model");
-    if opts.reuse_model && model_matches(&model_dir, &opts.recipe) {
+/// Step 2: the model, trained and exported into `model_dir` (or reused with `--reuse-model`).
+fn make_model(opts: &DemoOptions, model_dir: &Path, term: bool) -> Result<()> {
+    if opts.reuse_model && model_matches(model_dir, &opts.recipe) {
         step(&format!(
             "2/3 model: reusing {} (--reuse-model)",
             model_dir.display()
         ));
-    } else {
-        step(&format!(
-            "2/3 model: training GANomaly {}² on good {} parts for {} epochs (CPU)…",
-            opts.recipe.size, opts.recipe.kind, opts.recipe.epochs
-        ));
-        let s = train_line_model(&model_dir, &opts.recipe, term)?;
-        step(&format!(
-            "    trained in {:.0} s ({:.0} img/s), threshold {:.5}; exported {}",
-            t.elapsed().as_secs_f64(),
-            s.images_per_s,
-            s.threshold,
-            model_dir.join(export::F32_FILE).display()
-        ));
+        return Ok(());
     }
-    seconds.insert("train", t.elapsed().as_secs_f64());
-
-    // 3. The appliance.
-    let t = Instant::now();
-    let port = match opts.port {
-        Some(p) => p,
-        None => free_port()?,
-    };
     step(&format!(
-        "3/3 vigild: folder replay at {} fps, embedded broker mqtt://127.0.0.1:{port} \
-         (watch it: mosquitto_sub -p {port} -v -t 'vigil/#'); log {}",
-        opts.fps,
-        opts.out.join("vigild.log").display()
+        "2/3 model: training GANomaly {}² on good {} parts for {} epochs (CPU)…",
+        opts.recipe.size, opts.recipe.kind, opts.recipe.epochs
     ));
-    let live = replay(opts, &vigild, &model_dir, &line_dir, port, &parts, term)?;
-    seconds.insert("replay", t.elapsed().as_secs_f64());
-    seconds.insert("total", started.elapsed().as_secs_f64());
-
-    let summary = summarise(&live, &parts, seconds);
-    print_summary(&summary, &live, &parts);
-    let path = opts.out.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(summary)
+    let t = Instant::now();
+    let s = train_line_model(model_dir, &opts.recipe, term)?;
+    step(&format!(
+        "    trained in {:.0} s ({:.0} img/s), threshold {:.5}; exported {}",
+        t.elapsed().as_secs_f64(),
+        s.images_per_s,
+        s.threshold,
+        model_dir.join(export::F32_FILE).display()
+    ));
+    Ok(())
 }
 
 fn step(msg: &str) {
@@ -347,305 +360,6 @@ fn find_vigild(explicit: Option<&Path>) -> Result<PathBuf> {
         );
     }
     Ok(path)
-}
-
-/// What the dashboard saw.
-pub struct Live {
-    pub results: Vec<FrameResult>,
-    pub last_stats: Option<Stats>,
-    pub final_status: Option<Status>,
-    /// Results per second as the dashboard received them (first to last).
-    pub fps: f64,
-    /// vigild's one-line JSON summary from its log, if it wrote one.
-    pub vigild_summary: Option<serde_json::Value>,
-}
-
-/// vigild is killed if the demo leaves early (error or panic), never left running.
-struct Daemon(Option<Child>);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn replay(
-    opts: &DemoOptions,
-    vigild: &Path,
-    model: &Path,
-    line: &Path,
-    port: u16,
-    parts: &[LinePart],
-    term: bool,
-) -> Result<Live> {
-    let log_path = opts.out.join("vigild.log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    // No --frames: the folder replay loops until the SIGTERM below, as on a real line.
-    let child = Command::new(vigild)
-        .arg("--model")
-        .arg(model)
-        .arg("--source")
-        .arg(format!("folder:{}", line.display()))
-        .args(["--fps", &opts.fps.to_string()])
-        .args(["--embedded-broker", "--broker"])
-        .arg(format!("mqtt://127.0.0.1:{port}"))
-        .args(["--device-id", DEVICE_ID, "--camera", CAMERA])
-        .args(["--stats-interval-s", "2"])
-        .arg("--spool-dir")
-        .arg(opts.out.join("spool"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", vigild.display()))?;
-    let mut daemon = Daemon(Some(child));
-    let log_tail = || {
-        let s = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(8)..].join("\n")
-    };
-
-    let prefix = format!("vigil/{DEVICE_ID}");
-    let (t_result, t_status, t_stats) = (
-        format!("{prefix}/{CAMERA}/result"),
-        format!("{prefix}/status"),
-        format!("{prefix}/stats"),
-    );
-    let mut o = MqttOptions::new("vigil-demo-dashboard", "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(5));
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut conn) = Client::new(o, 64);
-
-    let view = View::new(opts.frames, term);
-    let labels: BTreeMap<&str, &LinePart> = parts.iter().map(|p| (p.name.as_str(), p)).collect();
-    let mut live = Live {
-        results: Vec::with_capacity(opts.frames),
-        last_stats: None,
-        final_status: None,
-        fps: 0.0,
-        vigild_summary: None,
-    };
-    let mut first_at: Option<Instant> = None;
-    let mut arrivals: std::collections::VecDeque<Instant> = Default::default();
-    let mut stop_sent: Option<Instant> = None;
-    let limit = Duration::from_secs_f64(opts.frames as f64 / opts.fps + 60.0);
-    let deadline = Instant::now() + limit;
-    let mut connected = false;
-    loop {
-        if Instant::now() > deadline {
-            bail!(
-                "timed out: {} of {} results after {:.0} s; vigild log:\n{}",
-                live.results.len(),
-                opts.frames,
-                limit.as_secs_f64(),
-                log_tail()
-            );
-        }
-        if let Some(c) = daemon.0.as_mut() {
-            if let Some(st) = c.try_wait()? {
-                daemon.0 = None;
-                if stop_sent.is_none() {
-                    bail!(
-                        "vigild exited early ({st}); log {}:\n{}",
-                        log_path.display(),
-                        log_tail()
-                    );
-                }
-                if !st.success() {
-                    bail!("vigild failed after SIGTERM ({st}):\n{}", log_tail());
-                }
-            }
-        }
-        // Done: the `stopped` status seen (or the broker gone with vigild) after the SIGTERM.
-        if stop_sent.is_some() && (live.final_status.is_some() || daemon.0.is_none()) {
-            break;
-        }
-        if stop_sent.is_some_and(|t| t.elapsed() > Duration::from_secs(15)) {
-            bail!(
-                "vigild did not stop within 15 s of SIGTERM:\n{}",
-                log_tail()
-            );
-        }
-        let ev = match conn.recv_timeout(Duration::from_millis(100)) {
-            Ok(Ok(ev)) => ev,
-            // The embedded broker is not listening yet (or has gone with vigild): retry.
-            Ok(Err(_)) => {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-            Err(rumqttc::RecvTimeoutError::Timeout) => continue,
-            Err(rumqttc::RecvTimeoutError::Disconnected) => break,
-        };
-        match ev {
-            Event::Incoming(Packet::ConnAck(_)) if !connected => {
-                connected = true;
-                client
-                    .try_subscribe(format!("{prefix}/#"), QoS::AtLeastOnce)
-                    .context("subscribing the dashboard")?;
-            }
-            Event::Incoming(Packet::Publish(p)) if p.topic == t_result => {
-                let r: FrameResult = serde_json::from_slice(&p.payload)
-                    .with_context(|| format!("{t_result}: payload is not a result"))?;
-                if stop_sent.is_some() || live.results.iter().any(|x| x.frame_id == r.frame_id) {
-                    continue; // the loop came round again before SIGTERM landed, or a redelivery
-                }
-                let now = Instant::now();
-                first_at.get_or_insert(now);
-                arrivals.push_back(now);
-                while arrivals.len() > 20 {
-                    arrivals.pop_front();
-                }
-                let fps = if arrivals.len() >= 2 {
-                    (arrivals.len() - 1) as f64
-                        / (now - arrivals[0]).as_secs_f64().max(f64::EPSILON)
-                } else {
-                    0.0
-                };
-                let truth = labels.get(r.source.as_str()).and_then(|p| p.defect);
-                if live.results.is_empty() && r.frame_id > 0 {
-                    view.line(&format!(
-                        "(the dashboard subscribed after frame {}; earlier results were not seen)",
-                        r.frame_id - 1
-                    ));
-                }
-                view.frame(&r, truth.map(|d| d.name()), fps);
-                live.results.push(r);
-                // The last part, or as many frames as parts (a frame dropped while scoring
-                // lagged shifts the files against the frame ids).
-                let last_part = parts.last().map(|p| p.name.as_str());
-                if live.results.last().is_some_and(|r| {
-                    Some(r.source.as_str()) == last_part || r.frame_id + 1 >= opts.frames as u64
-                }) {
-                    live.fps = if live.results.len() >= 2 {
-                        (live.results.len() - 1) as f64
-                            / (now - first_at.unwrap_or(now))
-                                .as_secs_f64()
-                                .max(f64::EPSILON)
-                    } else {
-                        0.0
-                    };
-                    view.finish();
-                    if let Some(c) = daemon.0.as_ref() {
-                        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-                        unsafe {
-                            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-                        }
-                    }
-                    stop_sent = Some(Instant::now());
-                }
-            }
-            Event::Incoming(Packet::Publish(p)) if p.topic == t_stats => {
-                live.last_stats = serde_json::from_slice(&p.payload).ok();
-            }
-            Event::Incoming(Packet::Publish(p)) if p.topic == t_status => {
-                let s: Status = serde_json::from_slice(&p.payload)
-                    .with_context(|| format!("{t_status}: payload is not a status"))?;
-                if stop_sent.is_some() && s.state == DeviceState::Stopped {
-                    live.final_status = Some(s);
-                }
-            }
-            _ => {}
-        }
-    }
-    let _ = client.try_disconnect();
-    // vigild exits right after its `stopped` status and clean disconnect.
-    if let Some(mut c) = daemon.0.take() {
-        let limit = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(st) = c.try_wait()? {
-                if !st.success() {
-                    bail!("vigild failed after SIGTERM ({st}):\n{}", log_tail());
-                }
-                break;
-            }
-            if Instant::now() > limit {
-                let _ = c.kill();
-                let _ = c.wait();
-                bail!(
-                    "vigild did not exit within 15 s of SIGTERM:\n{}",
-                    log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    live.vigild_summary = std::fs::read_to_string(&log_path)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("vigild: summary "))
-        .and_then(|j| serde_json::from_str(j).ok());
-    Ok(live)
-}
-
-/// The live view: one row per frame scrolling above a progress bar (on a terminal), plain rows
-/// otherwise.
-struct View {
-    bar: ProgressBar,
-    colour: bool,
-}
-
-impl View {
-    fn new(frames: usize, term: bool) -> View {
-        let bar = if term {
-            let b = ProgressBar::new(frames as u64);
-            b.set_style(
-                ProgressStyle::with_template("  [{bar:30}] {pos}/{len} parts  {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            b
-        } else {
-            ProgressBar::hidden()
-        };
-        let v = View { bar, colour: term };
-        v.line(&format!(
-            "{:>6}  {:<15} {:>9}  {:<7} {:<18} {:>6} {:>9} {:>9}",
-            "frame", "source", "score", "verdict", "truth", "fps", "infer ms", "total ms"
-        ));
-        v
-    }
-
-    fn line(&self, s: &str) {
-        if self.bar.is_hidden() {
-            println!("{s}");
-        } else {
-            self.bar.println(s);
-        }
-    }
-
-    fn frame(&self, r: &FrameResult, truth: Option<&str>, fps: f64) {
-        let (verdict, colour) = if r.anomalous {
-            ("DEFECT", "\x1b[1;31m")
-        } else {
-            ("OK", "\x1b[32m")
-        };
-        let verdict = if self.colour {
-            format!("{colour}{verdict:<7}\x1b[0m")
-        } else {
-            format!("{verdict:<7}")
-        };
-        let truth = match (truth, r.anomalous) {
-            (Some(d), true) => format!("{d} (caught)"),
-            (Some(d), false) => format!("{d} (MISSED)"),
-            (None, true) => "good (false alarm)".to_string(),
-            (None, false) => "good".to_string(),
-        };
-        self.line(&format!(
-            "{:>6}  {:<15} {:>9.5}  {verdict} {:<18} {:>6.1} {:>9.2} {:>9.2}",
-            r.frame_id, r.source, r.score, truth, fps, r.latency_ms.infer, r.latency_ms.total
-        ));
-        self.bar.inc(1);
-        self.bar.set_message(format!("{fps:.1} fps"));
-        let _ = std::io::stdout().flush();
-    }
-
-    fn finish(&self) {
-        self.bar.finish_and_clear();
-    }
 }
 
 fn percentiles(v: &[f32]) -> [f64; 2] {

@@ -15,7 +15,7 @@ use crate::train::{
 };
 use vigil_models::export::run::OnnxScorer;
 
-/// The JSON object `vigil eval` prints (field names are fixed by DESIGN.md).
+/// The JSON object `vigil eval` prints (field names are fixed by docs/design.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalResult {
     pub image_auroc: f64,

@@ -253,139 +253,153 @@ fn default_channels(spec: &DataSpec) -> usize {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(a) => {
-            let device = parse_device(&a.device)?;
-            let channels = a
-                .channels
-                .map(usize::from)
-                .unwrap_or_else(|| default_channels(&a.data.data));
-            if channels != 1 && channels != 3 {
-                bail!("--channels {channels}: expected 1 or 3");
-            }
-            let opts = LoadOptions {
-                image_size: a.image_size,
-                channels,
-                data_root: a.data.data_root,
-                seed: a.seed,
-            };
-            let dataset = data::load(&a.data.data, &opts)?;
-            eprintln!(
-                "{}: {} train, {} validation, {} test images at {channels}×{}²",
-                dataset.spec,
-                dataset.train.len(),
-                dataset.val.len(),
-                dataset.test.len(),
-                a.image_size
-            );
-            let summary = train::train(
-                &dataset,
-                &train::TrainOptions {
-                    detector: a.detector,
-                    out: a.out.clone(),
-                    epochs: a.epochs,
-                    batch: a.batch.unwrap_or_else(|| a.detector.default_batch()),
-                    latent: a.latent,
-                    seed: a.seed,
-                    resume: a.resume,
-                    score: a.score,
-                    sigma: a
-                        .sigma
-                        .unwrap_or_else(|| bundle::default_sigma(a.image_size)),
-                    threshold_quantile: a.threshold_quantile,
-                    device,
-                    progress: std::io::stderr().is_terminal(),
-                },
-            )?;
-            eprintln!(
-                "wrote {} ({} epochs, {:.0} img/s, threshold {:.5})",
-                a.out.display(),
-                summary.epochs,
-                summary.images_per_s,
-                summary.threshold
-            );
-        }
-        Command::Eval(a) => {
-            let device = parse_device(&a.device)?;
-            let model = bundle::load(&a.model, &device)?;
-            let spec = match a.data {
-                Some(s) => s,
-                None => model.manifest.training.data.parse().with_context(|| {
-                    format!(
-                        "{}: field training.data",
-                        a.model.join("manifest.json").display()
-                    )
-                })?,
-            };
-            let opts = LoadOptions {
-                image_size: model.manifest.input.height,
-                channels: model.manifest.input.channels,
-                data_root: a.data_root,
-                seed: model.manifest.training.seed,
-            };
-            let dataset = data::load(&spec, &opts)?;
-            if a.score.as_deref() == Some("all") {
-                if a.report.is_some() {
-                    bail!("--report draws one score's curves: pick a score instead of --score all");
-                }
-                for r in eval::evaluate_all_scores(&model, &dataset, &device)? {
-                    println!("{}", serde_json::to_string(&r)?);
-                }
-                return Ok(());
-            }
-            let result = match &a.onnx {
-                Some(file) => eval::evaluate_onnx(&model, &a.model, file, &dataset)?,
-                None => eval::evaluate(
-                    &model,
-                    &dataset,
-                    a.score.as_deref(),
-                    a.report.as_deref(),
-                    &device,
-                )?,
-            };
-            println!("{}", serde_json::to_string(&result)?);
-        }
-        Command::Export(a) => {
-            let summary = export::export(
-                &a.model,
-                &export::ExportOptions {
-                    int8_calibration: a.quantize.is_some().then_some(a.calibration),
-                    data_root: a.data_root,
-                },
-            )?;
-            for (path, sha) in summary.files {
-                eprintln!("wrote {} (sha256 {sha})", path.display());
-            }
-        }
-        Command::Demo(a) => {
-            demo::run(&demo::DemoOptions {
-                out: a.out,
-                frames: a.frames,
-                fps: a.fps,
-                defect_rate: a.defect_rate,
-                recipe: demo::ModelRecipe {
-                    kind: a.kind,
-                    size: a.image_size,
-                    epochs: a.epochs,
-                    seed: a.seed,
-                },
-                port: a.port,
-                reuse_model: a.reuse_model,
-                vigild: a.vigild,
-            })?;
-        }
-        Command::Synth(a) => {
-            let summary = data::write_synthetic_folder(
-                &a.out,
-                a.kind,
-                a.count,
-                a.size,
-                usize::from(a.channels),
-                a.defect_rate,
-                a.seed,
-            )?;
-            eprintln!("wrote {}: {summary:?}", a.out.display());
-        }
+        Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
+        Command::Export(a) => run_export(a),
+        Command::Demo(a) => run_demo(a),
+        Command::Synth(a) => run_synth(a),
     }
+}
+
+fn run_train(a: TrainArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let channels = a
+        .channels
+        .map(usize::from)
+        .unwrap_or_else(|| default_channels(&a.data.data));
+    if channels != 1 && channels != 3 {
+        bail!("--channels {channels}: expected 1 or 3");
+    }
+    let opts = LoadOptions {
+        image_size: a.image_size,
+        channels,
+        data_root: a.data.data_root,
+        seed: a.seed,
+    };
+    let dataset = data::load(&a.data.data, &opts)?;
+    eprintln!(
+        "{}: {} train, {} validation, {} test images at {channels}×{}²",
+        dataset.spec,
+        dataset.train.len(),
+        dataset.val.len(),
+        dataset.test.len(),
+        a.image_size
+    );
+    let summary = train::train(
+        &dataset,
+        &train::TrainOptions {
+            detector: a.detector,
+            out: a.out.clone(),
+            epochs: a.epochs,
+            batch: a.batch.unwrap_or_else(|| a.detector.default_batch()),
+            latent: a.latent,
+            seed: a.seed,
+            resume: a.resume,
+            score: a.score,
+            sigma: a
+                .sigma
+                .unwrap_or_else(|| bundle::default_sigma(a.image_size)),
+            threshold_quantile: a.threshold_quantile,
+            device,
+            progress: std::io::stderr().is_terminal(),
+        },
+    )?;
+    eprintln!(
+        "wrote {} ({} epochs, {:.0} img/s, threshold {:.5})",
+        a.out.display(),
+        summary.epochs,
+        summary.images_per_s,
+        summary.threshold
+    );
+    Ok(())
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let model = bundle::load(&a.model, &device)?;
+    let spec = match a.data {
+        Some(s) => s,
+        None => model.manifest.training.data.parse().with_context(|| {
+            format!(
+                "{}: field training.data",
+                a.model.join("manifest.json").display()
+            )
+        })?,
+    };
+    let opts = LoadOptions {
+        image_size: model.manifest.input.height,
+        channels: model.manifest.input.channels,
+        data_root: a.data_root,
+        seed: model.manifest.training.seed,
+    };
+    let dataset = data::load(&spec, &opts)?;
+    if a.score.as_deref() == Some("all") {
+        if a.report.is_some() {
+            bail!("--report draws one score's curves: pick a score instead of --score all");
+        }
+        for r in eval::evaluate_all_scores(&model, &dataset, &device)? {
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        return Ok(());
+    }
+    let result = match &a.onnx {
+        Some(file) => eval::evaluate_onnx(&model, &a.model, file, &dataset)?,
+        None => eval::evaluate(
+            &model,
+            &dataset,
+            a.score.as_deref(),
+            a.report.as_deref(),
+            &device,
+        )?,
+    };
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+fn run_export(a: ExportArgs) -> Result<()> {
+    let summary = export::export(
+        &a.model,
+        &export::ExportOptions {
+            int8_calibration: a.quantize.is_some().then_some(a.calibration),
+            data_root: a.data_root,
+        },
+    )?;
+    for (path, sha) in summary.files {
+        eprintln!("wrote {} (sha256 {sha})", path.display());
+    }
+    Ok(())
+}
+
+fn run_demo(a: DemoArgs) -> Result<()> {
+    demo::run(&demo::DemoOptions {
+        out: a.out,
+        frames: a.frames,
+        fps: a.fps,
+        defect_rate: a.defect_rate,
+        recipe: demo::ModelRecipe {
+            kind: a.kind,
+            size: a.image_size,
+            epochs: a.epochs,
+            seed: a.seed,
+        },
+        port: a.port,
+        reuse_model: a.reuse_model,
+        vigild: a.vigild,
+    })?;
+    Ok(())
+}
+
+fn run_synth(a: SynthArgs) -> Result<()> {
+    let summary = data::write_synthetic_folder(
+        &a.out,
+        a.kind,
+        a.count,
+        a.size,
+        usize::from(a.channels),
+        a.defect_rate,
+        a.seed,
+    )?;
+    eprintln!("wrote {}: {summary:?}", a.out.display());
     Ok(())
 }
 

@@ -132,22 +132,7 @@ pub fn calibrate(val_scores: &[f32], q: f64) -> Result<Normalisation> {
 
 pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
     let kind = opts.detector;
-    if !kind.implemented() {
-        bail!(
-            "--detector {kind}: not available in this build yet (available: {})",
-            DetectorKind::ALL
-                .iter()
-                .filter(|k| k.implemented())
-                .map(|k| k.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    let score = match &opts.score {
-        Some(s) if kind.scores().contains(&s.as_str()) => s.clone(),
-        Some(s) => bail!("--score {s}: {kind} offers {}", kind.scores().join(", ")),
-        None => kind.scores()[0].to_string(),
-    };
+    let score = chosen_score(kind, opts.score.as_deref())?;
     if data.train.len() < opts.batch {
         bail!(
             "the training split has {} images, fewer than one batch of {} (lower --batch)",
@@ -168,99 +153,15 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let plots = opts.out.join("plots");
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
+    let mut state = initial_state(detector.as_mut(), opts)?;
+    let mut manifest = new_manifest(data, opts, &score);
 
-    let mut state = if opts.resume {
-        let state = bundle::load_checkpoint(detector.as_mut(), &opts.out)?;
-        eprintln!(
-            "resuming {} after epoch {}",
-            opts.out.display(),
-            state.epochs_done
-        );
-        state
-    } else {
-        TrainState {
-            detector: kind.name().into(),
-            epochs_done: 0,
-            optimizer_steps: vec![],
-            losses: vec![],
-        }
-    };
-    if state.epochs_done >= opts.epochs {
-        bail!(
-            "--resume: {} has already trained {} epochs; ask for more with --epochs",
-            opts.out.display(),
-            state.epochs_done
-        );
-    }
-
-    let mut manifest = Manifest {
-        schema_version: SCHEMA_VERSION,
-        detector: kind.name().into(),
-        input: InputSpec {
-            channels: data.channels,
-            height: data.size,
-            width: data.size,
-            range: [-1.0, 1.0],
-        },
-        score: ScoreSpec {
-            name: score.clone(),
-            params: BTreeMap::from([("sigma".to_string(), opts.sigma as f64)]),
-        },
-        normalisation: Normalisation {
-            threshold: 0.0,
-            min: 0.0,
-            max: 0.0,
-            quantile: opts.threshold_quantile,
-        },
-        training: Provenance {
-            data: data.spec.clone(),
-            seed: opts.seed,
-            epochs: 0,
-            image_size: data.size,
-            latent: opts.latent,
-            batch: opts.batch,
-            git_commit: bundle::git_commit(),
-            created_at: now_rfc3339(),
-        },
-        files: vec![],
-    };
-
-    let steps_per_epoch = data.train.len() / opts.batch;
     let preview: Vec<&Sample> = data.val.iter().chain(data.train.iter()).take(8).collect();
     let mut images = 0usize;
     let started = Instant::now();
     for epoch in state.epochs_done..opts.epochs {
-        // Seeded per epoch so a resumed run draws the same batches as an uninterrupted one.
-        let mut order: Vec<usize> = (0..data.train.len()).collect();
-        Rng::new(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)).shuffle(&mut order);
-        let bar = progress_bar(opts.progress, steps_per_epoch, epoch, opts.epochs);
-        let mut epoch_losses: BTreeMap<&'static str, (f64, usize)> = BTreeMap::new();
-        detector.begin_epoch(epoch, opts.epochs);
-        for step in 0..steps_per_epoch {
-            let idx = &order[step * opts.batch..(step + 1) * opts.batch];
-            let refs: Vec<&Sample> = idx.iter().map(|&i| &data.train[i]).collect();
-            let x = batch_tensor(&refs, data.channels, data.size, &opts.device)?;
-            let losses = detector.train_step(&x)?;
-            for (name, v) in &losses {
-                if !v.is_finite() {
-                    bail!(
-                        "training diverged at epoch {} step {step}: loss {name} is {v}",
-                        epoch + 1
-                    );
-                }
-                let e = epoch_losses.entry(name).or_default();
-                e.0 += *v as f64;
-                e.1 += 1;
-                match state.losses.iter_mut().find(|(n, _)| n == name) {
-                    Some((_, series)) => series.push(*v),
-                    None => state.losses.push((name.to_string(), vec![*v])),
-                }
-            }
-            images += opts.batch;
-            bar.set_message(format_losses(&losses));
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
+        let epoch_losses = train_epoch(detector.as_mut(), data, opts, epoch, &mut state)?;
+        images += data.train.len() / opts.batch * opts.batch;
 
         // End of epoch: calibrate on held-out normals, write a usable bundle and the checkpoint.
         let val = score_samples(detector.as_ref(), &data.val, &score, false, &opts.device)?;
@@ -296,6 +197,124 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         images_per_s: images as f64 / started.elapsed().as_secs_f64(),
         threshold: manifest.normalisation.threshold,
     })
+}
+
+/// `--score`, checked against what `kind` offers; its default when not given.
+fn chosen_score(kind: DetectorKind, score: Option<&str>) -> Result<String> {
+    match score {
+        Some(s) if kind.scores().contains(&s) => Ok(s.to_string()),
+        Some(s) => bail!("--score {s}: {kind} offers {}", kind.scores().join(", ")),
+        None => Ok(kind.scores()[0].to_string()),
+    }
+}
+
+/// The training state to continue from: the checkpoint's with `--resume`, a fresh one otherwise.
+fn initial_state(detector: &mut dyn Detector, opts: &TrainOptions) -> Result<TrainState> {
+    let state = if opts.resume {
+        let state = bundle::load_checkpoint(detector, &opts.out)?;
+        eprintln!(
+            "resuming {} after epoch {}",
+            opts.out.display(),
+            state.epochs_done
+        );
+        state
+    } else {
+        TrainState {
+            detector: opts.detector.name().into(),
+            epochs_done: 0,
+            optimizer_steps: vec![],
+            losses: vec![],
+        }
+    };
+    if state.epochs_done >= opts.epochs {
+        bail!(
+            "--resume: {} has already trained {} epochs; ask for more with --epochs",
+            opts.out.display(),
+            state.epochs_done
+        );
+    }
+    Ok(state)
+}
+
+/// The bundle manifest before the first epoch: normalisation and epoch count are filled in
+/// after each epoch.
+fn new_manifest(data: &Dataset, opts: &TrainOptions, score: &str) -> Manifest {
+    Manifest {
+        schema_version: SCHEMA_VERSION,
+        detector: opts.detector.name().into(),
+        input: InputSpec {
+            channels: data.channels,
+            height: data.size,
+            width: data.size,
+            range: [-1.0, 1.0],
+        },
+        score: ScoreSpec {
+            name: score.to_string(),
+            params: BTreeMap::from([("sigma".to_string(), opts.sigma as f64)]),
+        },
+        normalisation: Normalisation {
+            threshold: 0.0,
+            min: 0.0,
+            max: 0.0,
+            quantile: opts.threshold_quantile,
+        },
+        training: Provenance {
+            data: data.spec.clone(),
+            seed: opts.seed,
+            epochs: 0,
+            image_size: data.size,
+            latent: opts.latent,
+            batch: opts.batch,
+            git_commit: bundle::git_commit(),
+            created_at: now_rfc3339(),
+        },
+        files: vec![],
+    }
+}
+
+/// Per-loss (sum, count) over one epoch.
+type EpochLosses = BTreeMap<&'static str, (f64, usize)>;
+
+/// One epoch of optimisation steps over whole batches, the loss series appended to `state`.
+fn train_epoch(
+    detector: &mut dyn Detector,
+    data: &Dataset,
+    opts: &TrainOptions,
+    epoch: usize,
+    state: &mut TrainState,
+) -> Result<EpochLosses> {
+    let steps_per_epoch = data.train.len() / opts.batch;
+    // Seeded per epoch so a resumed run draws the same batches as an uninterrupted one.
+    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    Rng::new(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)).shuffle(&mut order);
+    let bar = progress_bar(opts.progress, steps_per_epoch, epoch, opts.epochs);
+    let mut epoch_losses = EpochLosses::new();
+    detector.begin_epoch(epoch, opts.epochs);
+    for step in 0..steps_per_epoch {
+        let idx = &order[step * opts.batch..(step + 1) * opts.batch];
+        let refs: Vec<&Sample> = idx.iter().map(|&i| &data.train[i]).collect();
+        let x = batch_tensor(&refs, data.channels, data.size, &opts.device)?;
+        let losses = detector.train_step(&x)?;
+        for (name, v) in &losses {
+            if !v.is_finite() {
+                bail!(
+                    "training diverged at epoch {} step {step}: loss {name} is {v}",
+                    epoch + 1
+                );
+            }
+            let e = epoch_losses.entry(name).or_default();
+            e.0 += *v as f64;
+            e.1 += 1;
+            match state.losses.iter_mut().find(|(n, _)| n == name) {
+                Some((_, series)) => series.push(*v),
+                None => state.losses.push((name.to_string(), vec![*v])),
+            }
+        }
+        bar.set_message(format_losses(&losses));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(epoch_losses)
 }
 
 fn progress_bar(visible: bool, steps: usize, epoch: usize, epochs: usize) -> ProgressBar {

@@ -7,14 +7,14 @@ use candle_core::{Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use vigil_shared::rng::Rng;
 
-use crate::blocks::{
-    adam_for, l1_per_sample, load_optimizers_state, optimizers_state, randn, var_builder, Critic,
-    JointCritic, Mlp,
-};
 use crate::detector::{Detector, DetectorKind, Inference, ModelConfig, OptimizerState};
-use crate::layers::{bce_with_logits, per_sample_mean, seeded_init, DcDecoder, DcEncoder};
+use crate::loss::{bce_with_logits, l1_per_sample, per_sample_mean};
+use crate::nn::{Critic, DcDecoder, DcEncoder, JointCritic, Mlp};
 use crate::optim::{Adam, AdamConfig};
 use crate::smoothing::GaussianSmoother;
+use crate::train_util::{
+    adam_for, load_optimizers_state, optimizers_state, randn, seeded_init, var_builder,
+};
 use crate::ModelError;
 
 pub struct Alad {
@@ -47,12 +47,16 @@ impl Alad {
     pub fn new(cfg: ModelConfig, device: &Device) -> Result<Self, ModelError> {
         let varmap = VarMap::new();
         let vb = var_builder(&varmap, device);
-        let (s, c, l, w) = (cfg.size, cfg.channels, cfg.latent, cfg.width);
-        let encoder = DcEncoder::new(vb.pp("e"), s, c, l, w)?;
-        let generator = DcDecoder::new(vb.pp("g"), s, c, l, w)?;
-        let d_xz = JointCritic::new(vb.pp("dxz"), s, c, l, w, true)?;
-        let d_xx = Critic::new(vb.pp("dxx"), s, 2 * c, 1, w, true)?;
-        let d_zz = Mlp::new(vb.pp("dzz"), &[2 * l, 64, 32, 1], true)?;
+        let encoder = DcEncoder::new(vb.pp("e"), &cfg, cfg.latent)?;
+        let generator = DcDecoder::new(vb.pp("g"), &cfg)?;
+        let d_xz = JointCritic::new(vb.pp("dxz"), &cfg, true)?;
+        // D_xx sees the image pair concatenated along the channels.
+        let pair = ModelConfig {
+            channels: 2 * cfg.channels,
+            ..cfg.clone()
+        };
+        let d_xx = Critic::new(vb.pp("dxx"), &pair, 1, true)?;
+        let d_zz = Mlp::new(vb.pp("dzz"), &[2 * cfg.latent, 64, 32, 1], true)?;
         seeded_init(&varmap, cfg.seed)?;
         let smoother = GaussianSmoother::new(cfg.sigma, cfg.size, device)?;
         let opt_ge = adam_for(&varmap, &["e.", "g."], AdamConfig::default())?;

@@ -11,14 +11,15 @@ use candle_core::{Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use vigil_shared::rng::Rng;
 
-use crate::blocks::{
-    adam_for, l1_per_sample, load_optimizers_state, optimizers_state, randn, var_builder,
-    LatentSearch,
-};
 use crate::detector::{Detector, DetectorKind, Inference, ModelConfig, OptimizerState};
-use crate::layers::{bce_with_logits, per_sample_mean, seeded_init, DcDecoder, DcEncoder};
+use crate::loss::{bce_with_logits, l1_per_sample, per_sample_mean};
+use crate::nn::{DcDecoder, DcEncoder};
 use crate::optim::{Adam, AdamConfig};
 use crate::smoothing::GaussianSmoother;
+use crate::train_util::{
+    adam_for, load_optimizers_state, optimizers_state, randn, seeded_init, var_builder,
+    LatentSearch,
+};
 use crate::ModelError;
 
 pub struct AnoGan {
@@ -53,9 +54,8 @@ impl AnoGan {
     pub fn new(cfg: ModelConfig, device: &Device) -> Result<Self, ModelError> {
         let varmap = VarMap::new();
         let vb = var_builder(&varmap, device);
-        let (s, c, l, w) = (cfg.size, cfg.channels, cfg.latent, cfg.width);
-        let generator = DcDecoder::new(vb.pp("g"), s, c, l, w)?;
-        let disc = DcEncoder::new(vb.pp("d"), s, c, 1, w)?;
+        let generator = DcDecoder::new(vb.pp("g"), &cfg)?;
+        let disc = DcEncoder::new(vb.pp("d"), &cfg, 1)?;
         seeded_init(&varmap, cfg.seed)?;
         let smoother = GaussianSmoother::new(cfg.sigma, cfg.size, device)?;
         let opt_g = adam_for(&varmap, &["g."], AdamConfig::default())?;

@@ -15,7 +15,7 @@ use crate::gaae::Gaae;
 use crate::wild::Wild;
 use crate::{ganomaly::Ganomaly, ModelError};
 
-/// The detector family (DESIGN.md). Names are what `--detector` and the bundle manifest use.
+/// The detector family (docs/design.md). Names are what `--detector` and the bundle manifest use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DetectorKind {
     AnoGan,
@@ -71,10 +71,6 @@ impl DetectorKind {
             Self::Egbad => 16,
             _ => 64,
         }
-    }
-
-    pub fn implemented(self) -> bool {
-        true
     }
 
     /// Scoring runs an iterative latent search (gradients at test time): slow, and not a

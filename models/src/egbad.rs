@@ -6,14 +6,14 @@ use candle_core::{Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use vigil_shared::rng::Rng;
 
-use crate::blocks::{
-    adam_for, l1_per_sample, load_optimizers_state, optimizers_state, randn, var_builder,
-    JointCritic,
-};
 use crate::detector::{Detector, DetectorKind, Inference, ModelConfig, OptimizerState};
-use crate::layers::{bce_with_logits, per_sample_mean, seeded_init, DcDecoder, DcEncoder};
+use crate::loss::{bce_with_logits, l1_per_sample, per_sample_mean};
+use crate::nn::{DcDecoder, DcEncoder, JointCritic};
 use crate::optim::{Adam, AdamConfig};
 use crate::smoothing::GaussianSmoother;
+use crate::train_util::{
+    adam_for, load_optimizers_state, optimizers_state, randn, seeded_init, var_builder,
+};
 use crate::ModelError;
 
 /// Weight of the feature term in the combined score (EGBAD uses 0.1 with feature matching).
@@ -39,10 +39,9 @@ impl Egbad {
     pub fn new(cfg: ModelConfig, device: &Device) -> Result<Self, ModelError> {
         let varmap = VarMap::new();
         let vb = var_builder(&varmap, device);
-        let (s, c, l, w) = (cfg.size, cfg.channels, cfg.latent, cfg.width);
-        let encoder = DcEncoder::new(vb.pp("e"), s, c, l, w)?;
-        let generator = DcDecoder::new(vb.pp("g"), s, c, l, w)?;
-        let disc = JointCritic::new(vb.pp("d"), s, c, l, w, false)?;
+        let encoder = DcEncoder::new(vb.pp("e"), &cfg, cfg.latent)?;
+        let generator = DcDecoder::new(vb.pp("g"), &cfg)?;
+        let disc = JointCritic::new(vb.pp("d"), &cfg, false)?;
         seeded_init(&varmap, cfg.seed)?;
         let smoother = GaussianSmoother::new(cfg.sigma, cfg.size, device)?;
         let opt_ge = adam_for(&varmap, &["e.", "g."], AdamConfig::default())?;

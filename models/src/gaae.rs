@@ -7,14 +7,14 @@ use candle_core::{Device, ModuleT, Tensor};
 use candle_nn::VarMap;
 use vigil_shared::rng::Rng;
 
-use crate::blocks::{
-    adam_for, l1_per_sample, load_optimizers_state, optimizers_state, randn, rsgan_loss,
-    var_builder, Critic,
-};
 use crate::detector::{Detector, DetectorKind, Inference, ModelConfig, OptimizerState};
-use crate::layers::{mse, per_sample_mean, seeded_init, DcDecoder, DcEncoder};
+use crate::loss::{l1_per_sample, mse, per_sample_mean, rsgan_loss};
+use crate::nn::{Critic, DcDecoder, DcEncoder};
 use crate::optim::{Adam, AdamConfig};
 use crate::smoothing::GaussianSmoother;
+use crate::train_util::{
+    adam_for, load_optimizers_state, optimizers_state, randn, seeded_init, var_builder,
+};
 use crate::ModelError;
 
 pub const GAAE_LAMBDA: f64 = 0.8;
@@ -40,10 +40,9 @@ impl Gaae {
     pub fn new(cfg: ModelConfig, device: &Device) -> Result<Self, ModelError> {
         let varmap = VarMap::new();
         let vb = var_builder(&varmap, device);
-        let (s, c, l, w) = (cfg.size, cfg.channels, cfg.latent, cfg.width);
-        let encoder = DcEncoder::new(vb.pp("e"), s, c, l, w)?;
-        let generator = DcDecoder::new(vb.pp("g"), s, c, l, w)?;
-        let critic = Critic::new(vb.pp("c"), s, c, 1, w, true)?;
+        let encoder = DcEncoder::new(vb.pp("e"), &cfg, cfg.latent)?;
+        let generator = DcDecoder::new(vb.pp("g"), &cfg)?;
+        let critic = Critic::new(vb.pp("c"), &cfg, 1, true)?;
         seeded_init(&varmap, cfg.seed)?;
         let smoother = GaussianSmoother::new(cfg.sigma, cfg.size, device)?;
         // The paper's learning rate for natural images, Adam(0.5, 0.999).

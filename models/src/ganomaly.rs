@@ -1,16 +1,17 @@
 //! GANomaly (Akcay, Atapour-Abarghouei, Breckon 2018): an encoder–decoder–encoder generator
 //! trained adversarially with a DCGAN discriminator (survey text, eqs. 8–12).
 
-use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_core::{Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::detector::{Detector, DetectorKind, Inference, ModelConfig, OptimizerState};
-use crate::layers::{
-    bce_with_logits, l1, mse, per_sample_mean, seeded_init, seeded_init_prefix, DcDecoder,
-    DcEncoder,
-};
+use crate::loss::{bce_with_logits, l1, mse, per_sample_mean};
+use crate::nn::{DcDecoder, DcEncoder};
 use crate::optim::{Adam, AdamConfig};
 use crate::smoothing::GaussianSmoother;
+use crate::train_util::{
+    adam_for, load_optimizers_state, optimizers_state, seeded_init, seeded_init_prefix, var_builder,
+};
 use crate::ModelError;
 
 /// Loss weights of the paper: w_adv = 1 (feature matching), w_con = 50 (L1), w_enc = 1 (L2).
@@ -41,27 +42,9 @@ pub struct Generator {
 impl Generator {
     pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> candle_core::Result<Self> {
         Ok(Self {
-            encoder: DcEncoder::new(
-                vb.pp("encoder"),
-                cfg.size,
-                cfg.channels,
-                cfg.latent,
-                cfg.width,
-            )?,
-            decoder: DcDecoder::new(
-                vb.pp("decoder"),
-                cfg.size,
-                cfg.channels,
-                cfg.latent,
-                cfg.width,
-            )?,
-            reencoder: DcEncoder::new(
-                vb.pp("reencoder"),
-                cfg.size,
-                cfg.channels,
-                cfg.latent,
-                cfg.width,
-            )?,
+            encoder: DcEncoder::new(vb.pp("encoder"), cfg, cfg.latent)?,
+            decoder: DcDecoder::new(vb.pp("decoder"), cfg)?,
+            reencoder: DcEncoder::new(vb.pp("reencoder"), cfg, cfg.latent)?,
         })
     }
 
@@ -100,12 +83,13 @@ impl Ganomaly {
         device: &Device,
     ) -> Result<Self, ModelError> {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let vb = var_builder(&varmap, device);
         let generator = Generator::new(vb.pp("g"), &cfg)?;
-        let discriminator = DcEncoder::new(vb.pp("d"), cfg.size, cfg.channels, 1, cfg.width)?;
+        let discriminator = DcEncoder::new(vb.pp("d"), &cfg, 1)?;
         seeded_init(&varmap, cfg.seed)?;
         let smoother = GaussianSmoother::new(cfg.sigma, cfg.size, device)?;
-        let (opt_g, opt_d) = Self::optimizers(&varmap)?;
+        let opt_g = adam_for(&varmap, &["g."], AdamConfig::default())?;
+        let opt_d = adam_for(&varmap, &["d."], AdamConfig::default())?;
         Ok(Self {
             cfg,
             weights,
@@ -116,21 +100,6 @@ impl Ganomaly {
             opt_g,
             opt_d,
         })
-    }
-
-    fn optimizers(varmap: &VarMap) -> candle_core::Result<(Adam, Adam)> {
-        let data = varmap.data().lock().expect("varmap lock poisoned");
-        // Batch-norm running statistics are variables too but get no gradient, so Adam skips them.
-        let part = |p: &str| {
-            data.iter()
-                .filter(|(n, _)| n.starts_with(p))
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect::<Vec<_>>()
-        };
-        Ok((
-            Adam::new(part("g."), AdamConfig::default())?,
-            Adam::new(part("d."), AdamConfig::default())?,
-        ))
     }
 
     /// The paper re-initialises the discriminator when it wins outright (loss < 1e-5).
@@ -201,22 +170,13 @@ impl Detector for Ganomaly {
     }
 
     fn optimizer_state(&self) -> Result<OptimizerState, ModelError> {
-        let (mut g, sg) = self.opt_g.state("adam_g")?;
-        let (d, sd) = self.opt_d.state("adam_d")?;
-        g.extend(d);
-        Ok((g, vec![sg, sd]))
+        optimizers_state(&[("adam_g", &self.opt_g), ("adam_d", &self.opt_d)])
     }
 
     fn load_optimizer_state(&mut self, state: &OptimizerState) -> Result<(), ModelError> {
-        let (tensors, steps) = state;
-        if steps.len() != 2 {
-            return Err(ModelError::Checkpoint(format!(
-                "expected 2 optimiser step counters, found {}",
-                steps.len()
-            )));
-        }
-        self.opt_g.load_state("adam_g", tensors, steps[0])?;
-        self.opt_d.load_state("adam_d", tensors, steps[1])?;
-        Ok(())
+        load_optimizers_state(
+            &mut [("adam_g", &mut self.opt_g), ("adam_d", &mut self.opt_d)],
+            state,
+        )
     }
 }

@@ -1,7 +1,21 @@
-//! Helpers for the kernel tests: seeded tensors and forward/gradient comparisons against
-//! candle's reference ops.
+//! Helpers for the unit tests: seeded tensors, forward/gradient comparisons against candle's
+//! reference ops, and small model configurations.
 
 use candle_core::{Device, Tensor, Var};
+
+use crate::ModelConfig;
+
+/// A configuration of the given geometry (σ 1, seed 0).
+pub fn config(size: usize, channels: usize, latent: usize, width: usize) -> ModelConfig {
+    ModelConfig {
+        size,
+        channels,
+        latent,
+        width,
+        sigma: 1.0,
+        seed: 0,
+    }
+}
 
 /// Normal(offset, 1) values, seeded.
 pub fn randn(shape: &[usize], seed: u64, offset: f32) -> Tensor {

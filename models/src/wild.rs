@@ -14,14 +14,16 @@ use candle_core::{Device, ModuleT, Tensor, Var};
 use candle_nn::{Init, VarMap};
 use vigil_shared::rng::Rng;
 
-use crate::blocks::{
-    adam_for, enable_double_backprop, l1_per_sample, load_optimizers_state, optimizers_state,
-    origin_score, randn, var_builder, wgan_adam, wgan_gp_critic_loss, Critic,
-};
 use crate::detector::{Detector, DetectorKind, Inference, ModelConfig, OptimizerState};
-use crate::layers::{l1, per_sample_mean, seeded_init, DcDecoder, DcEncoder};
+use crate::loss::{
+    enable_double_backprop, l1, l1_per_sample, origin_score, per_sample_mean, wgan_gp_critic_loss,
+};
+use crate::nn::{Critic, DcDecoder, DcEncoder};
 use crate::optim::Adam;
 use crate::smoothing::GaussianSmoother;
+use crate::train_util::{
+    adam_for, load_optimizers_state, optimizers_state, randn, seeded_init, var_builder, wgan_adam,
+};
 use crate::ModelError;
 
 pub const WILD_LAMBDA: f64 = 0.05;
@@ -50,10 +52,9 @@ impl Wild {
         enable_double_backprop();
         let varmap = VarMap::new();
         let vb = var_builder(&varmap, device);
-        let (s, c, l, w) = (cfg.size, cfg.channels, cfg.latent, cfg.width);
-        let encoder = DcEncoder::new(vb.pp("e"), s, c, l, w)?;
-        let generator = DcDecoder::new(vb.pp("g"), s, c, l, w)?;
-        let critic = Critic::new(vb.pp("c"), s, c, 1, w, false)?;
+        let encoder = DcEncoder::new(vb.pp("e"), &cfg, cfg.latent)?;
+        let generator = DcDecoder::new(vb.pp("g"), &cfg)?;
+        let critic = Critic::new(vb.pp("c"), &cfg, 1, false)?;
         let range = Var::from_tensor(&vb.pp("stats").get_with_hints(
             2,
             "residual_range",

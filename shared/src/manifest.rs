@@ -187,11 +187,6 @@ impl Manifest {
 
     /// Checks values that the type system cannot; `path` only names the manifest in errors.
     pub fn validate(&self, path: &Path) -> Result<(), BundleError> {
-        let field = |field: &str, msg: String| BundleError::Field {
-            path: path.to_path_buf(),
-            field: field.to_string(),
-            msg,
-        };
         if self.schema_version != SCHEMA_VERSION {
             return Err(BundleError::Schema {
                 path: path.to_path_buf(),
@@ -199,86 +194,36 @@ impl Manifest {
                 expected: SCHEMA_VERSION,
             });
         }
+        self.check_fields()
+            .map_err(|(field, msg)| BundleError::Field {
+                path: path.to_path_buf(),
+                field,
+                msg,
+            })
+    }
+
+    /// The first invalid field, section by section in file order.
+    fn check_fields(&self) -> Result<(), FieldError> {
         if self.detector.trim().is_empty() {
-            return Err(field("detector", "must not be empty".into()));
+            return Err(bad("detector", "must not be empty"));
         }
-        let input = &self.input;
-        if input.channels != 1 && input.channels != 3 {
-            return Err(field(
-                "input.channels",
-                format!("must be 1 or 3, found {}", input.channels),
-            ));
-        }
-        if input.height == 0 {
-            return Err(field("input.height", "must be > 0, found 0".into()));
-        }
-        if input.width == 0 {
-            return Err(field("input.width", "must be > 0, found 0".into()));
-        }
-        let [lo, hi] = input.range;
-        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-            return Err(field(
-                "input.range",
-                format!("must be finite with low < high, found [{lo}, {hi}]"),
-            ));
-        }
+        check_input(&self.input)?;
         if self.score.name.trim().is_empty() {
-            return Err(field("score.name", "must not be empty".into()));
+            return Err(bad("score.name", "must not be empty"));
         }
         for (k, v) in &self.score.params {
             if !v.is_finite() {
-                return Err(field(
-                    &format!("score.params.{k}"),
+                return Err(bad(
+                    format!("score.params.{k}"),
                     format!("must be finite, found {v}"),
                 ));
             }
         }
-        let n = &self.normalisation;
-        for (name, v) in [
-            ("normalisation.threshold", n.threshold),
-            ("normalisation.min", n.min),
-            ("normalisation.max", n.max),
-        ] {
-            if !v.is_finite() {
-                return Err(field(name, format!("must be finite, found {v}")));
-            }
-        }
-        if !(0.0..=1.0).contains(&n.quantile) {
-            return Err(field(
-                "normalisation.quantile",
-                format!("must be in [0, 1], found {}", n.quantile),
-            ));
-        }
+        check_normalisation(&self.normalisation)?;
         if self.training.data.trim().is_empty() {
-            return Err(field("training.data", "must not be empty".into()));
+            return Err(bad("training.data", "must not be empty"));
         }
-        for (i, f) in self.files.iter().enumerate() {
-            check_file_name(&f.name).map_err(|msg| field(&format!("files[{i}].name"), msg))?;
-            if self.files[..i].iter().any(|g| g.name == f.name) {
-                return Err(field(
-                    &format!("files[{i}].name"),
-                    format!("`{}` is listed twice", f.name),
-                ));
-            }
-            if f.sha256.len() != 64
-                || !f
-                    .sha256
-                    .bytes()
-                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-            {
-                return Err(field(
-                    &format!("files[{i}].sha256"),
-                    format!("must be 64 lowercase hex digits, found `{}`", f.sha256),
-                ));
-            }
-            if !PRECISIONS.contains(&f.precision.as_str()) {
-                return Err(field(
-                    &format!("files[{i}].precision"),
-                    format!("must be one of {PRECISIONS:?}, found `{}`", f.precision),
-                ));
-            }
-        }
-        Ok(())
+        check_files(&self.files)
     }
 
     /// The entry for `name`, if listed.
@@ -328,6 +273,85 @@ impl Manifest {
         }
         Ok(path)
     }
+}
+
+/// A field name and what is wrong with its value.
+type FieldError = (String, String);
+
+fn bad(field: impl Into<String>, msg: impl Into<String>) -> FieldError {
+    (field.into(), msg.into())
+}
+
+fn check_input(input: &InputSpec) -> Result<(), FieldError> {
+    if input.channels != 1 && input.channels != 3 {
+        return Err(bad(
+            "input.channels",
+            format!("must be 1 or 3, found {}", input.channels),
+        ));
+    }
+    if input.height == 0 {
+        return Err(bad("input.height", "must be > 0, found 0"));
+    }
+    if input.width == 0 {
+        return Err(bad("input.width", "must be > 0, found 0"));
+    }
+    let [lo, hi] = input.range;
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(bad(
+            "input.range",
+            format!("must be finite with low < high, found [{lo}, {hi}]"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_normalisation(n: &Normalisation) -> Result<(), FieldError> {
+    for (name, v) in [
+        ("normalisation.threshold", n.threshold),
+        ("normalisation.min", n.min),
+        ("normalisation.max", n.max),
+    ] {
+        if !v.is_finite() {
+            return Err(bad(name, format!("must be finite, found {v}")));
+        }
+    }
+    if !(0.0..=1.0).contains(&n.quantile) {
+        return Err(bad(
+            "normalisation.quantile",
+            format!("must be in [0, 1], found {}", n.quantile),
+        ));
+    }
+    Ok(())
+}
+
+fn check_files(files: &[FileEntry]) -> Result<(), FieldError> {
+    for (i, f) in files.iter().enumerate() {
+        check_file_name(&f.name).map_err(|msg| bad(format!("files[{i}].name"), msg))?;
+        if files[..i].iter().any(|g| g.name == f.name) {
+            return Err(bad(
+                format!("files[{i}].name"),
+                format!("`{}` is listed twice", f.name),
+            ));
+        }
+        if f.sha256.len() != 64
+            || !f
+                .sha256
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(bad(
+                format!("files[{i}].sha256"),
+                format!("must be 64 lowercase hex digits, found `{}`", f.sha256),
+            ));
+        }
+        if !PRECISIONS.contains(&f.precision.as_str()) {
+            return Err(bad(
+                format!("files[{i}].precision"),
+                format!("must be one of {PRECISIONS:?}, found `{}`", f.precision),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Bundle files are plain names inside the bundle directory: a manifest must not be able to

@@ -448,45 +448,11 @@ pub fn ha_discovery(
     version: &str,
     model_id: &str,
 ) -> Vec<HaDiscovery> {
-    let node = format!("vigil_{}", ha_id(device_id));
+    let common = EntityCommon::new(device_id, topics, version, model_id);
+    let node = &common.node;
     let cam = ha_id(topics.camera());
-    let availability = vec![HaAvailability {
-        topic: topics.status(),
-        value_template: "{{ 'online' if value_json.state == 'online' else 'offline' }}".into(),
-        payload_available: "online".into(),
-        payload_not_available: "offline".into(),
-    }];
-    let device = HaDevice {
-        identifiers: vec![node.clone()],
-        name: format!("Vigil {device_id}"),
-        manufacturer: "Vigil".into(),
-        model: model_id.into(),
-        sw_version: version.into(),
-    };
-    let origin = HaOrigin {
-        name: "vigild".into(),
-        sw_version: version.into(),
-    };
-    let base = |name: String, object: String, state_topic: String, template: &str| HaEntityConfig {
-        name,
-        unique_id: format!("{node}_{object}"),
-        object_id: format!("{node}_{object}"),
-        state_topic,
-        value_template: template.into(),
-        availability: availability.clone(),
-        availability_mode: "latest".into(),
-        device: device.clone(),
-        origin: origin.clone(),
-        device_class: None,
-        state_class: None,
-        unit_of_measurement: None,
-        icon: None,
-        payload_on: None,
-        payload_off: None,
-        json_attributes_topic: None,
-    };
     let score_obj = format!("{cam}_score");
-    let mut score = base(
+    let mut score = common.entity(
         format!("{} anomaly score", topics.camera()),
         score_obj.clone(),
         topics.state(),
@@ -497,7 +463,7 @@ pub fn ha_discovery(
     score.json_attributes_topic = Some(topics.state());
 
     let anomaly_obj = format!("{cam}_anomaly");
-    let mut anomaly = base(
+    let mut anomaly = common.entity(
         format!("{} anomaly", topics.camera()),
         anomaly_obj.clone(),
         topics.state(),
@@ -507,7 +473,7 @@ pub fn ha_discovery(
     anomaly.payload_on = Some("ON".into());
     anomaly.payload_off = Some("OFF".into());
 
-    let mut fps = base(
+    let mut fps = common.entity(
         "frames per second".into(),
         "fps".into(),
         topics.stats(),
@@ -531,6 +497,70 @@ pub fn ha_discovery(
             config: fps,
         },
     ]
+}
+
+/// What every entity of one vigild shares: its node id, availability, device and origin.
+struct EntityCommon {
+    node: String,
+    availability: Vec<HaAvailability>,
+    device: HaDevice,
+    origin: HaOrigin,
+}
+
+impl EntityCommon {
+    fn new(device_id: &str, topics: &Topics, version: &str, model_id: &str) -> Self {
+        let node = format!("vigil_{}", ha_id(device_id));
+        Self {
+            availability: vec![HaAvailability {
+                topic: topics.status(),
+                value_template: "{{ 'online' if value_json.state == 'online' else 'offline' }}"
+                    .into(),
+                payload_available: "online".into(),
+                payload_not_available: "offline".into(),
+            }],
+            device: HaDevice {
+                identifiers: vec![node.clone()],
+                name: format!("Vigil {device_id}"),
+                manufacturer: "Vigil".into(),
+                model: model_id.into(),
+                sw_version: version.into(),
+            },
+            origin: HaOrigin {
+                name: "vigild".into(),
+                sw_version: version.into(),
+            },
+            node,
+        }
+    }
+
+    /// An entity with the shared parts filled in and no optional field set.
+    fn entity(
+        &self,
+        name: String,
+        object: String,
+        state_topic: String,
+        template: &str,
+    ) -> HaEntityConfig {
+        let node = &self.node;
+        HaEntityConfig {
+            name,
+            unique_id: format!("{node}_{object}"),
+            object_id: format!("{node}_{object}"),
+            state_topic,
+            value_template: template.into(),
+            availability: self.availability.clone(),
+            availability_mode: "latest".into(),
+            device: self.device.clone(),
+            origin: self.origin.clone(),
+            device_class: None,
+            state_class: None,
+            unit_of_measurement: None,
+            icon: None,
+            payload_on: None,
+            payload_off: None,
+            json_attributes_topic: None,
+        }
+    }
 }
 
 #[cfg(test)]

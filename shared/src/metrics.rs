@@ -325,8 +325,31 @@ pub fn aupro(
         });
     }
     check_maps(maps, masks, Some(width.saturating_mul(height)))?;
+    let (mut pixels, region_size) = tag_pixels(maps, masks, width, height)?;
+    let n_regions = region_size.len();
+    let n_normal = pixels.iter().filter(|p| p.1 == 0).count();
+    if n_regions == 0 {
+        return Err(MetricsError::OneClass { class: "normal" });
+    }
+    if n_normal == 0 {
+        return Err(MetricsError::OneClass { class: "anomalous" });
+    }
+    let region_weight: Vec<f64> = region_size
+        .iter()
+        .map(|&s| 1.0 / (f64::from(s) * n_regions as f64))
+        .collect();
+    pixels.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    Ok(pro_area(&pixels, &region_weight, n_normal, fpr_limit))
+}
 
-    // Tag each pixel: 0 = normal, r + 1 = region r (numbered across all images).
+/// Every pixel of every image with its tag: 0 = normal, r + 1 = region r (numbered across all
+/// images); and the size of each region.
+fn tag_pixels(
+    maps: &[&[f32]],
+    masks: &[&[bool]],
+    width: usize,
+    height: usize,
+) -> Result<(Vec<(f32, u32)>, Vec<u32>), MetricsError> {
     let mut pixels: Vec<(f32, u32)> = Vec::with_capacity(maps.len() * width * height);
     let mut region_size: Vec<u32> = Vec::new();
     let mut labels = vec![0u32; width * height];
@@ -350,20 +373,12 @@ pub fn aupro(
             pixels.push((s + 0.0, tag));
         }
     }
-    let n_regions = region_size.len();
-    let n_normal = pixels.iter().filter(|p| p.1 == 0).count();
-    if n_regions == 0 {
-        return Err(MetricsError::OneClass { class: "normal" });
-    }
-    if n_normal == 0 {
-        return Err(MetricsError::OneClass { class: "anomalous" });
-    }
-    let region_weight: Vec<f64> = region_size
-        .iter()
-        .map(|&s| 1.0 / (f64::from(s) * n_regions as f64))
-        .collect();
-    pixels.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    Ok((pixels, region_size))
+}
 
+/// The normalised area under PRO(FPR) up to `fpr_limit`, sweeping `pixels` sorted by
+/// descending score.
+fn pro_area(pixels: &[(f32, u32)], region_weight: &[f64], n_normal: usize, fpr_limit: f64) -> f64 {
     let (mut fp, mut pro) = (0usize, 0.0f64);
     let (mut prev_fpr, mut prev_pro) = (0.0f64, 0.0f64);
     let mut area = 0.0f64;
@@ -388,13 +403,13 @@ pub fn aupro(
                 pro_now
             };
             area += (fpr_limit - prev_fpr) * (prev_pro + at_limit) / 2.0;
-            return Ok((area / fpr_limit).min(1.0));
+            return (area / fpr_limit).min(1.0);
         }
         area += (fpr - prev_fpr) * (prev_pro + pro_now) / 2.0;
         (prev_fpr, prev_pro) = (fpr, pro_now);
     }
     // Unreachable in practice: the sweep ends at FPR 1 >= fpr_limit.
-    Ok((area / fpr_limit).min(1.0))
+    (area / fpr_limit).min(1.0)
 }
 
 #[cfg(test)]

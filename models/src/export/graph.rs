@@ -265,13 +265,13 @@ impl GraphBuilder {
     }
 
     /// Per-sample sum over every axis but the batch of a rank-4 tensor: `[N, …]` → `[N]`
-    /// (`blocks::per_sample_sum`). From opset 13 ReduceSum takes its axes as an input.
+    /// (`loss::per_sample_sum`). From opset 13 ReduceSum takes its axes as an input.
     pub fn per_sample_sum(&mut self, x: &str) -> String {
         let axes = self.init_i64("axes", &[3], vec![1, 2, 3]);
         self.node("ReduceSum", &[x, &axes], vec![("keepdims", Attr::Int(0))])
     }
 
-    /// Per-sample `Σ|a − b|` over every axis but the batch (`blocks::l1_per_sample`).
+    /// Per-sample `Σ|a − b|` over every axis but the batch (`loss::l1_per_sample`).
     pub fn l1_per_sample(&mut self, a: &str, b: &str) -> String {
         let d = self.binary("Sub", a, b);
         let abs = self.unary("Abs", &d);
@@ -377,7 +377,7 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     /// Per-channel (scale, shift) with `bn(y) = y·scale + shift`, computed the way
-    /// `layers::BatchNorm2d` does in evaluation mode so the fold rounds the same.
+    /// `nn::BatchNorm2d` does in evaluation mode so the fold rounds the same.
     pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
         let scale: Vec<f32> = self
             .gamma

@@ -1,6 +1,5 @@
-//! The DCGAN pyramids of [`crate::layers`] and the batch-norm-free critics of
-//! [`crate::blocks`] as ONNX subgraphs, read from a detector's weights by the variable names
-//! those modules give them. Batch norm is folded into the preceding convolution, so each stage
+//! The DCGAN pyramids and the batch-norm-free critics of [`crate::nn`] as ONNX subgraphs, read
+//! from a detector's weights by the variable names that module gives them. Batch norm is folded into the preceding convolution, so each stage
 //! is one Conv / ConvTranspose and its activation; spectrally normalised weights are exported
 //! already divided by their σ.
 
@@ -8,7 +7,7 @@ use candle_core::{Device, Tensor};
 
 use super::graph::{BatchNorm, ConvWeights, GraphBuilder};
 use super::{ExportError, Weights};
-use crate::blocks::power_iteration;
+use crate::nn::power_iteration;
 use crate::ModelConfig;
 
 const BN_EPS: f32 = 1e-5;
@@ -41,7 +40,7 @@ fn conv_w(w: &Weights, name: &str, dims: [usize; 4]) -> Result<ConvWeights, Expo
     })
 }
 
-/// `layers::DcEncoder` up to its features `[N, C, 4, 4]`; returns (value, C).
+/// `nn::DcEncoder` up to its features `[N, C, 4, 4]`; returns (value, C).
 pub fn dc_encoder_features(
     b: &mut GraphBuilder,
     w: &Weights,
@@ -66,7 +65,7 @@ pub fn dc_encoder_features(
     Ok((h, c))
 }
 
-/// `layers::DcEncoder`: `[N, channels, S, S]` → `[N, out, 1, 1]`.
+/// `nn::DcEncoder`: `[N, channels, S, S]` → `[N, out, 1, 1]`.
 #[allow(clippy::too_many_arguments)]
 pub fn dc_encoder(
     b: &mut GraphBuilder,
@@ -83,8 +82,8 @@ pub fn dc_encoder(
     Ok(b.conv(&h, &head, 1, 0))
 }
 
-/// `layers::DcDecoder`: `[N, latent, 1, 1]` → `[N, channels, S, S]` in [-1, 1].
-// Mirrors `DcDecoder::new`'s geometry arguments one for one, so the two read side by side.
+/// `nn::DcDecoder`: `[N, latent, 1, 1]` → `[N, channels, S, S]` in [-1, 1].
+// Takes the geometry one argument at a time, the layer counts and widths `DcDecoder::new` derives.
 #[allow(clippy::too_many_arguments)]
 pub fn dc_decoder(
     b: &mut GraphBuilder,
@@ -130,7 +129,7 @@ pub fn encode_decode(
     Ok((z, x_hat))
 }
 
-/// The weight `blocks::SnConv2d` applies in evaluation mode: `<name>.weight`, divided by σ
+/// The weight `nn::SnConv2d` applies in evaluation mode: `<name>.weight`, divided by σ
 /// from one power iteration on the stored `<name>.u` when spectrally normalised. σ is
 /// computed by the same Candle function on the CPU, so the constant is the weight Candle uses.
 fn sn_conv_w(
@@ -155,7 +154,7 @@ fn sn_conv_w(
     })
 }
 
-/// `blocks::Critic` (no batch norm, optionally spectrally normalised) on `x` with `channels`
+/// `nn::Critic` (no batch norm, optionally spectrally normalised) on `x` with `channels`
 /// input channels: the features before the head `[N, C, 4, 4]`; returns (value, C).
 pub fn critic_features(
     b: &mut GraphBuilder,
@@ -179,7 +178,7 @@ pub fn critic_features(
     Ok((h, cin))
 }
 
-/// The head of `blocks::Critic`: features `[N, c, 4, 4]` → `[N, out, 1, 1]`.
+/// The head of `nn::Critic`: features `[N, c, 4, 4]` → `[N, out, 1, 1]`.
 pub fn critic_head(
     b: &mut GraphBuilder,
     w: &Weights,
@@ -193,7 +192,7 @@ pub fn critic_head(
     Ok(b.conv(features, &head, 1, 0))
 }
 
-/// `blocks::Mlp` layers `fc0..` on `[N, dims[0], 1, 1]`, LeakyReLU after each. With `last`
+/// `nn::Mlp` layers `fc0..` on `[N, dims[0], 1, 1]`, LeakyReLU after each. With `last`
 /// false the final layer is left out (`features_t`); with `last` true it is applied too,
 /// without its activation (`head_t(features_t(..))`).
 fn mlp(
@@ -220,7 +219,7 @@ fn mlp(
     Ok(h)
 }
 
-/// The latent branch of `blocks::JointCritic` on `z`: `LeakyReLU(z_branch(z))` `[N, 512, 1, 1]`.
+/// The latent branch of `nn::JointCritic` on `z`: `LeakyReLU(z_branch(z))` `[N, 512, 1, 1]`.
 /// It depends on z alone, so detectors that query D(·, z) twice with one z compute it once.
 pub fn joint_critic_z(
     b: &mut GraphBuilder,
@@ -242,7 +241,7 @@ pub fn joint_critic_z(
     Ok(b.leaky_relu(&h, LEAK))
 }
 
-/// The feature tap of `blocks::JointCritic::forward_t` on `x` and the latent branch's output
+/// The feature tap of `nn::JointCritic::forward_t` on `x` and the latent branch's output
 /// `hz` (from [`joint_critic_z`]): `[N, 1024, 1, 1]`.
 pub fn joint_critic_features(
     b: &mut GraphBuilder,

@@ -1,5 +1,5 @@
 //! ONNX export: each feed-forward detector's whole scoring path (networks, score head,
-//! smoothed anomaly map) as one graph with the interface of DESIGN.md —
+//! smoothed anomaly map) as one graph with the interface of docs/design.md —
 //! input `image` f32 `[N, C, H, W]`, outputs `score` f32 `[N]` and `anomaly_map` f32
 //! `[N, 1, H, W]`, opset 17, symbolic batch `N`, batch norm folded into the convolutions.
 //!
@@ -41,8 +41,6 @@ pub enum ExportError {
         detector: &'static str,
         reason: &'static str,
     },
-    #[error("ONNX export of {0} is not implemented yet")]
-    NotImplemented(&'static str),
     #[error("unknown score '{0}' for this detector")]
     UnknownScore(String),
     #[error("weights: tensor `{0}` is missing")]
@@ -114,7 +112,7 @@ pub struct Reconstruction {
 }
 
 impl Reconstruction {
-    /// Berg et al.'s L_o = −‖E(x)‖₂/√N_z per sample (`blocks::origin_score`).
+    /// Berg et al.'s L_o = −‖E(x)‖₂/√N_z per sample (`loss::origin_score`).
     pub fn origin(&self, b: &mut GraphBuilder, cfg: &ModelConfig) -> String {
         let sq = b.binary("Mul", &self.z, &self.z);
         let ss = b.per_sample_sum(&sq);
@@ -141,13 +139,17 @@ pub fn check_exportable(kind: DetectorKind) -> Result<(), ExportError> {
         | DetectorKind::FAnoGan
         | DetectorKind::Gaae
         | DetectorKind::Wild => Ok(()),
-        DetectorKind::AnoGan => Err(ExportError::NotExportable {
-            detector: "anogan",
-            reason: "AnoGAN scores by optimising a latent code per image (iterative \
-                     back-propagation through the generator), which no ONNX graph expresses; \
-                     score it on the host or the appliance with the Candle backend \
-                     (`vigil eval`, `vigild --backend gpu`) from weights.safetensors",
-        }),
+        DetectorKind::AnoGan => Err(anogan_refusal()),
+    }
+}
+
+fn anogan_refusal() -> ExportError {
+    ExportError::NotExportable {
+        detector: "anogan",
+        reason: "AnoGAN scores by optimising a latent code per image (iterative \
+                 back-propagation through the generator), which no ONNX graph expresses; \
+                 score it on the host or the appliance with the Candle backend \
+                 (`vigil eval`, `vigild --backend gpu`) from weights.safetensors",
     }
 }
 
@@ -176,7 +178,7 @@ pub fn scorer_model(detector: &dyn Detector, score: &str) -> Result<pb::ModelPro
         DetectorKind::FAnoGan => ("e", "g", fanogan::score),
         DetectorKind::Gaae => ("e", "g", gaae::score),
         DetectorKind::Wild => ("e", "g", wild::score),
-        other => return Err(ExportError::NotImplemented(other.name())),
+        DetectorKind::AnoGan => return Err(anogan_refusal()),
     };
     let (z, x_hat) = layers::encode_decode(&mut b, &weights, cfg, &image, enc, dec)?;
     let diff = b.binary("Sub", &image, &x_hat);

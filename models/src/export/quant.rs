@@ -169,6 +169,61 @@ fn node(
     }
 }
 
+/// Conv node `n` as QuantizeLinear → QLinearConv → DequantizeLinear: int8 symmetric weights,
+/// uint8 activations with the calibrated `ranges` of its input and output, int32 bias.
+fn quantised_conv(
+    ini: &mut Inits<'_>,
+    n: &pb::NodeProto,
+    inits: &HashMap<String, pb::TensorProto>,
+    ranges: &HashMap<String, (f32, f32)>,
+) -> Result<[pb::NodeProto; 3], ExportError> {
+    let (x, y) = (n.input[0].clone(), n.output[0].clone());
+    let w = &inits[&n.input[1]];
+    let wv = f32_values(w)?;
+    let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+    let amax = wv.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let sw = amax / 127.0;
+    let wq: Vec<u8> = wv
+        .iter()
+        .map(|v| ((v / sw).round().clamp(-127.0, 127.0) as i8) as u8)
+        .collect();
+    let (lx, hx) = ranges[&x];
+    let (ly, hy) = ranges[&y];
+    let (sx, zx) = u8_params(lx, hx);
+    let (sy, zy) = u8_params(ly, hy);
+    let p = |s: &str| format!("{y}_{s}");
+    let sx_n = ini.scalar_f32(p("x_scale"), sx);
+    let zx_n = ini.scalar_u8(p("x_zero"), zx);
+    let wq_n = ini.push(p("w_q"), DataType::Int8, &dims, wq);
+    let sw_n = ini.scalar_f32(p("w_scale"), sw);
+    let zw_n = ini.scalar_i8(p("w_zero"), 0);
+    let sy_n = ini.scalar_f32(p("y_scale"), sy);
+    let zy_n = ini.scalar_u8(p("y_zero"), zy);
+    let mut qinputs = vec![
+        p("xq"),
+        sx_n.clone(),
+        zx_n.clone(),
+        wq_n,
+        sw_n,
+        zw_n,
+        sy_n.clone(),
+        zy_n.clone(),
+    ];
+    if n.input.len() > 2 {
+        let b = f32_values(&inits[&n.input[2]])?;
+        let bq: Vec<u8> = b
+            .iter()
+            .flat_map(|v| ((v / (sx * sw)).round() as i32).to_le_bytes())
+            .collect();
+        qinputs.push(ini.push(p("b_q"), DataType::Int32, &[b.len()], bq));
+    }
+    Ok([
+        node("QuantizeLinear", vec![x, sx_n, zx_n], p("xq"), vec![]),
+        node("QLinearConv", qinputs, p("yq"), n.attribute.clone()),
+        node("DequantizeLinear", vec![p("yq"), sy_n, zy_n], y, vec![]),
+    ])
+}
+
 /// The int8 version of an f32 scorer model from [`super::scorer_model`], calibrated on
 /// `images` (flattened `[n, C, H, W]` in the model's input range).
 pub fn quantize(
@@ -213,54 +268,7 @@ pub fn quantize(
             new_nodes.push(n);
             continue;
         }
-        let (x, y) = (n.input[0].clone(), n.output[0].clone());
-        let w = &inits[&n.input[1]];
-        let wv = f32_values(w)?;
-        let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
-        let amax = wv.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-        let sw = amax / 127.0;
-        let wq: Vec<u8> = wv
-            .iter()
-            .map(|v| ((v / sw).round().clamp(-127.0, 127.0) as i8) as u8)
-            .collect();
-        let (lx, hx) = ranges[&x];
-        let (ly, hy) = ranges[&y];
-        let (sx, zx) = u8_params(lx, hx);
-        let (sy, zy) = u8_params(ly, hy);
-        let p = |s: &str| format!("{y}_{s}");
-        let sx_n = ini.scalar_f32(p("x_scale"), sx);
-        let zx_n = ini.scalar_u8(p("x_zero"), zx);
-        let wq_n = ini.push(p("w_q"), DataType::Int8, &dims, wq);
-        let sw_n = ini.scalar_f32(p("w_scale"), sw);
-        let zw_n = ini.scalar_i8(p("w_zero"), 0);
-        let sy_n = ini.scalar_f32(p("y_scale"), sy);
-        let zy_n = ini.scalar_u8(p("y_zero"), zy);
-        let mut qinputs = vec![
-            p("xq"),
-            sx_n.clone(),
-            zx_n.clone(),
-            wq_n,
-            sw_n,
-            zw_n,
-            sy_n.clone(),
-            zy_n.clone(),
-        ];
-        if n.input.len() > 2 {
-            let b = f32_values(&inits[&n.input[2]])?;
-            let bq: Vec<u8> = b
-                .iter()
-                .flat_map(|v| ((v / (sx * sw)).round() as i32).to_le_bytes())
-                .collect();
-            qinputs.push(ini.push(p("b_q"), DataType::Int32, &[b.len()], bq));
-        }
-        new_nodes.push(node("QuantizeLinear", vec![x, sx_n, zx_n], p("xq"), vec![]));
-        new_nodes.push(node("QLinearConv", qinputs, p("yq"), n.attribute.clone()));
-        new_nodes.push(node(
-            "DequantizeLinear",
-            vec![p("yq"), sy_n, zy_n],
-            y,
-            vec![],
-        ));
+        new_nodes.extend(quantised_conv(&mut ini, &n, &inits, &ranges)?);
     }
     // Drop the f32 weights and biases only the quantised convolutions used.
     let quantised_inputs: HashSet<String> = new_nodes
