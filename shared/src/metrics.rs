@@ -342,15 +342,17 @@ pub fn aupro(
     Ok(pro_area(&pixels, &region_weight, n_normal, fpr_limit))
 }
 
-/// Every pixel of every image with its tag: 0 = normal, r + 1 = region r (numbered across all
-/// images); and the size of each region.
+/// A pixel's score and its tag: 0 = normal, r + 1 = region r (numbered across all images).
+type TaggedPixel = (f32, u32);
+
+/// Every pixel of every image, tagged; and the size of each region.
 fn tag_pixels(
     maps: &[&[f32]],
     masks: &[&[bool]],
     width: usize,
     height: usize,
-) -> Result<(Vec<(f32, u32)>, Vec<u32>), MetricsError> {
-    let mut pixels: Vec<(f32, u32)> = Vec::with_capacity(maps.len() * width * height);
+) -> Result<(Vec<TaggedPixel>, Vec<u32>), MetricsError> {
+    let mut pixels: Vec<TaggedPixel> = Vec::with_capacity(maps.len() * width * height);
     let mut region_size: Vec<u32> = Vec::new();
     let mut labels = vec![0u32; width * height];
     for (image, (m, k)) in maps.iter().zip(masks).enumerate() {
