@@ -16,7 +16,6 @@ use vigil_deploy::{
     sha256_file, shq, status_is_healthy, BuildPath, Bundle, DeviceConfig, Ssh, StatusWatch,
 };
 
-
 /// What the probe found on the device.
 struct Device {
     arch: String,
@@ -260,7 +259,10 @@ fn current_model_sha(ssh: &Ssh, prefix: &str) -> Result<String> {
 
 fn print_plan(cli: &Cli, p: &Plan) {
     let (dev, prefix, id) = (&p.dev, &p.prefix, &p.id);
-    say(format!("target {} ({}), prefix {prefix}", cli.target, dev.arch));
+    say(format!(
+        "target {} ({}), prefix {prefix}",
+        cli.target, dev.arch
+    ));
     say(format!(
         "releases on the device: {} (current: {})",
         if dev.releases.is_empty() {
@@ -276,10 +278,12 @@ fn print_plan(cli: &Cli, p: &Plan) {
     }
     say(format!(
         "model: {} (model.onnx sha256 {})",
-        p.bundle.as_ref().map_or("the current release's".into(), |b| b
-            .dir
-            .display()
-            .to_string()),
+        p.bundle
+            .as_ref()
+            .map_or("the current release's".into(), |b| b
+                .dir
+                .display()
+                .to_string()),
         p.model_sha
     ));
     say(format!("config: {}", p.cfg_origin));
@@ -386,7 +390,11 @@ fn switch_and_verify(cli: &Cli, p: &Plan, version: Option<&str>, t0: Instant) ->
     ssh.device("switch", prefix, &[id])?;
     // From here on, any failure rolls back.
     let healthy = (|| -> Result<()> {
-        ssh.device(if cli.reload { "reload" } else { "restart" }, prefix, &[service])?;
+        ssh.device(
+            if cli.reload { "reload" } else { "restart" },
+            prefix,
+            &[service],
+        )?;
         say(format!("switched to {id}; waiting for the device's status"));
         let expect = Expect {
             baseline: baseline.as_deref(),
@@ -401,7 +409,14 @@ fn switch_and_verify(cli: &Cli, p: &Plan, version: Option<&str>, t0: Instant) ->
             .device("log", prefix, &[service])
             .map(|o| o.stdout)
             .unwrap_or_default();
-        let rb = match rollback(ssh, prefix, service, p.dev.current.as_deref(), id, cli.reload) {
+        let rb = match rollback(
+            ssh,
+            prefix,
+            service,
+            p.dev.current.as_deref(),
+            id,
+            cli.reload,
+        ) {
             Ok(Some(prev)) => format!("rolled back to {prev}"),
             Ok(None) => "first install: vigild stopped, nothing to roll back to".into(),
             Err(e) => format!("ROLLBACK FAILED: {e:#}"),
@@ -579,4 +594,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

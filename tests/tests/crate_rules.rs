@@ -51,7 +51,13 @@ fn violations(metadata: &Value) -> Vec<String> {
 fn workspace_metadata() -> Value {
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     let o = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--manifest-path",
+        ])
         .arg(manifest)
         .output()
         .expect("run cargo metadata");

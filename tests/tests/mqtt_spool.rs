@@ -185,7 +185,7 @@ fn mqtt_full_spool_drops_oldest_counts_them_and_delivers_the_rest_after_restart(
     let result = "vigil/full/cam0/result";
     let mut broker = broker_with_session(dir.path(), "full-sub", result);
     let mut cfg = config(broker.port, "full", spool.path());
-    cfg.spool_max_bytes = 16 << 10;
+    cfg.mqtt.spool_max_bytes = 16 << 10;
     let publisher = Publisher::start(cfg.clone()).unwrap();
     send(&publisher.handle(), 0..N, 1000.0);
     std::thread::sleep(Duration::from_millis(300));

@@ -144,7 +144,10 @@ fn check_caps(dev: &Device) -> Result<(), String> {
 
 /// The requested format if offered, else the first convertible one in our preference order;
 /// and every format the driver lists.
-fn choose_format(dev: &Device, requested: PixelFormat) -> Result<(PixelFormat, Vec<FourCC>), String> {
+fn choose_format(
+    dev: &Device,
+    requested: PixelFormat,
+) -> Result<(PixelFormat, Vec<FourCC>), String> {
     let offered: Vec<FourCC> = dev
         .enum_formats()
         .map_err(|e| format!("VIDIOC_ENUM_FMT: {e}"))?

@@ -85,4 +85,3 @@ impl Config {
             .unwrap_or_else(|err| format!("# cannot render the configuration: {err}\n"))
     }
 }
-

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vigil_shared::messages::{Topics, TopicError};
+use vigil_shared::messages::{TopicError, Topics};
 
 use super::{BrokerUrl, MaskPolicy};
 

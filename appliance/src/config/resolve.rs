@@ -34,7 +34,12 @@ impl Src<'_> {
     }
 
     /// A bad value of `field`.
-    fn bad(&self, field: &'static str, value: impl fmt::Display, msg: impl Into<String>) -> ConfigError {
+    fn bad(
+        &self,
+        field: &'static str,
+        value: impl fmt::Display,
+        msg: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Field {
             origin: self.origin(),
             field,
@@ -312,16 +317,19 @@ fn resolve_v4l(
         None => PixelFormat::YUYV,
         Some(f) => {
             let four: Option<[u8; 4]> = f.to_ascii_uppercase().as_bytes().try_into().ok();
-            four.and_then(PixelFormat::from_fourcc).ok_or_else(|| {
-                src.bad("v4l_format", &f, "expected YUYV, GREY, RGB3 or MJPG")
-            })?
+            four.and_then(PixelFormat::from_fourcc)
+                .ok_or_else(|| src.bad("v4l_format", &f, "expected YUYV, GREY, RGB3 or MJPG"))?
         }
     };
     let (size, src) = m.get(|s| &s.v4l_size);
     let (width, height) = match size {
         None => (640, 480),
         Some(s) => parse_size(&s).ok_or_else(|| {
-            src.bad("v4l_size", &s, "expected WxH, e.g. 640x480 (each 1..=16384)")
+            src.bad(
+                "v4l_size",
+                &s,
+                "expected WxH, e.g. 640x480 (each 1..=16384)",
+            )
         })?,
     };
     let camera = matches!(source, SourceSpec::V4l(_));

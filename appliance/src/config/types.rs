@@ -186,7 +186,6 @@ impl FromStr for BrokerUrl {
     }
 }
 
-
 /// `WxH`, each 1..=16384.
 pub(crate) fn parse_size(s: &str) -> Option<(u32, u32)> {
     let (w, h) = s.split_once(['x', 'X'])?;

@@ -95,4 +95,3 @@ pub(crate) mod testing {
         .unwrap()
     }
 }
-

@@ -160,4 +160,3 @@ impl Telemetry {
         self.total.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
-

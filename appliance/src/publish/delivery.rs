@@ -24,7 +24,7 @@ const WINDOW: usize = 16;
 const MEMQ_MAX: usize = 256;
 
 /// A message waiting in memory.
-struct Msg {
+pub(super) struct Msg {
     topic: String,
     payload: Vec<u8>,
     retain: bool,
@@ -136,7 +136,14 @@ impl State {
         }
     }
 
-    pub(super) fn submit(&mut self, topic: &str, payload: Vec<u8>, qos: QoS, retain: bool, origin: Origin) {
+    pub(super) fn submit(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+        origin: Origin,
+    ) {
         match self.client.try_publish(topic, qos, retain, payload) {
             Ok(()) => self.inflight.push_back(Inflight {
                 origin,
@@ -239,7 +246,6 @@ impl State {
             eprintln!("vigild: {e}");
         }
     }
-
 
     /// A scored frame: its result (and mask PNG, when the scorer chose to make one) to the
     /// queue, and the `…/state` copy of the newest result.
