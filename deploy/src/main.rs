@@ -16,6 +16,8 @@ use vigil_deploy::{
     sha256_file, shq, status_is_healthy, BuildPath, Bundle, DeviceConfig, Ssh, StatusWatch,
 };
 
+use cli::{Cli, Service};
+
 /// What the probe found on the device.
 struct Device {
     arch: String,
