@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `just bench-accuracy`: image AUROC of every detector on the Fashion-MNIST one-class tasks
-# (train on class C, test on the whole test split), the protocol of DESIGN.md.
+# (train on class C, test on the whole test split), the protocol of docs/design.md.
 #
 #   bench/bench-accuracy.sh [DETECTORS] [CLASSES] [EPOCHS] [SEEDS]
 #   e.g. bench/bench-accuracy.sh "ganomaly wild" "0 1 2 3 4 5 6 7 8 9" 2 "1 2"

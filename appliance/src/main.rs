@@ -88,9 +88,6 @@ fn describe_bundle(dir: &Path, m: &Manifest) -> String {
 /// The backend `cfg` asks for, on the bundle in `dir` (at start, and for every hot reload).
 fn open_backend(cfg: &Config, dir: &Path) -> Result<Box<dyn Backend>> {
     match cfg.backend {
-        BackendKind::Gpu => bail!(
-            "field `backend` = \"gpu\": the GPU backend is not in this build; use backend = \"tract\""
-        ),
         BackendKind::Tract => {
             let opts = TractOptions {
                 precision: cfg.precision,
@@ -177,33 +174,31 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     install_signal_handlers();
+    serve(&cfg)
+}
 
+/// The daemon: broker, source, model, scoring loop, reload thread and sink, until stopped.
+fn serve(cfg: &Config) -> Result<()> {
     let manifest = Manifest::load_verified(&cfg.model)?;
     eprintln!("vigild: {}", describe_bundle(&cfg.model, &manifest));
-    let mqtt = cfg.mqtt.broker.is_some() || cfg.mqtt.embedded_broker;
     if cfg.mqtt.embedded_broker {
-        let addr = embedded_addr(&cfg)?;
-        let b = publish::start_embedded_broker_on(addr)?;
+        let b = publish::start_embedded_broker_on(embedded_addr(cfg)?)?;
         eprintln!("vigild: embedded MQTT broker on mqtt://{}", b.addr);
     }
     // The source first: a missing camera or folder is reported before the model loads.
-    let source = capture::open(&cfg, manifest.input.channels)?;
+    let source = capture::open(cfg, manifest.input.channels)?;
     eprintln!("vigild: source {}", source.describe());
-    let backend = open_backend(&cfg, &cfg.model)?;
-    let geometry = source.geometry();
+    let backend = open_backend(cfg, &cfg.model)?;
     let lockstep = cfg.fps == 0.0 && !matches!(cfg.source, SourceSpec::V4l(_));
     let capture_stats = Arc::new(capture::CaptureStats::default());
     let telemetry = Arc::new(Telemetry::new(capture_stats.clone()));
-    let (mut pipeline, results) = Pipeline::new(
-        backend,
-        PipelineOptions {
-            budget: cfg.budget,
-            roi: cfg.roi,
-            masks: cfg.mqtt.masks,
-            source: geometry,
-        },
-        telemetry.clone(),
-    )?;
+    let options = PipelineOptions {
+        budget: cfg.budget,
+        roi: cfg.roi,
+        masks: cfg.mqtt.masks,
+        source: source.geometry(),
+    };
+    let (mut pipeline, results) = Pipeline::new(backend, options, telemetry.clone())?;
     eprintln!(
         "vigild: warm-up {:.1} ms; budget {:.1} ms per frame{}",
         pipeline.warmup.as_secs_f64() * 1000.0,
@@ -211,37 +206,8 @@ fn run(cli: Cli) -> Result<()> {
         if lockstep { " (unpaced replay)" } else { "" }
     );
     let models = ModelTable::new(model_ref(&manifest));
-    // Hot reload: loads on its own thread, hands ready backends to the loop.
-    let (swaps, retired) = pipeline.reload_channel();
-    let load_cfg = cfg.clone();
-    let mut reloader = Reloader::spawn(
-        ReloaderOptions {
-            default_bundle: cfg.model.clone(),
-            load: Box::new(move |dir| open_backend(&load_cfg, dir).map_err(|e| format!("{e:#}"))),
-            report: None,
-            models: models.clone(),
-            telemetry: telemetry.clone(),
-            sighup: &RELOAD,
-        },
-        &manifest,
-        swaps,
-        retired,
-    )
-    .context("cannot start the reload thread")?;
-    let sink = if mqtt {
-        let mut pc = PublishConfig::from_mqtt(&cfg.mqtt, model_ref(&manifest))?;
-        pc.models = Some(models.clone());
-        pc.commands = cfg.mqtt.command_token.clone().map(|token| Commands {
-            token,
-            requests: reloader.requests(),
-        });
-        let p = Publisher::start_for_pipeline(pc, results, telemetry.clone())?;
-        let h = p.handle();
-        reloader.set_report(Box::new(move |r| h.report_command(r)));
-        Sink::Mqtt(p)
-    } else {
-        Sink::Stdout(spawn_stdout_sink(results, models.clone()))
-    };
+    let mut reloader = spawn_reloader(cfg, &manifest, &mut pipeline, &models, &telemetry)?;
+    let sink = start_sink(cfg, &manifest, results, &models, &telemetry, &mut reloader)?;
 
     // The camera starts last, once the model is warm and the sink is up: a frame captured
     // during start-up would wait for it and count as a deadline miss.
@@ -265,6 +231,57 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Hot reload: loads on its own thread, hands ready backends to the loop.
+fn spawn_reloader(
+    cfg: &Config,
+    manifest: &Manifest,
+    pipeline: &mut Pipeline,
+    models: &Arc<ModelTable>,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Reloader> {
+    let (swaps, retired) = pipeline.reload_channel();
+    let load_cfg = cfg.clone();
+    Reloader::spawn(
+        ReloaderOptions {
+            default_bundle: cfg.model.clone(),
+            load: Box::new(move |dir| open_backend(&load_cfg, dir).map_err(|e| format!("{e:#}"))),
+            report: None,
+            models: models.clone(),
+            telemetry: telemetry.clone(),
+            sighup: &RELOAD,
+        },
+        manifest,
+        swaps,
+        retired,
+    )
+    .context("cannot start the reload thread")
+}
+
+/// The MQTT publisher when a broker is configured (it also takes reload commands and reports
+/// their outcome), else JSON lines on stdout.
+fn start_sink(
+    cfg: &Config,
+    manifest: &Manifest,
+    results: Results,
+    models: &Arc<ModelTable>,
+    telemetry: &Arc<Telemetry>,
+    reloader: &mut Reloader,
+) -> Result<Sink> {
+    if cfg.mqtt.endpoint().is_none() {
+        return Ok(Sink::Stdout(spawn_stdout_sink(results, models.clone())));
+    }
+    let mut pc = PublishConfig::from_mqtt(cfg.mqtt.clone(), model_ref(manifest));
+    pc.models = Some(models.clone());
+    pc.commands = cfg.mqtt.command_token.clone().map(|token| Commands {
+        token,
+        requests: reloader.requests(),
+    });
+    let p = Publisher::start_for_pipeline(pc, results, telemetry.clone())?;
+    let h = p.handle();
+    reloader.set_report(Box::new(move |r| h.report_command(r)));
+    Ok(Sink::Mqtt(p))
 }
 
 fn summary(t: &Telemetry, published: u64) {

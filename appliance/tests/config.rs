@@ -70,8 +70,14 @@ fn bad_values_are_named() {
     ]);
     let err = stderr(&o);
     assert!(err.contains("`broker`") && err.contains("tcp://x"), "{err}");
+    // `gpu` is not in this build: refused when the configuration is read, naming the field.
     let o = vigild(&["--model", "/m", "--backend", "gpu", "--print-config"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("`backend`") && err.contains("not in this build"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! show the new model online, and roll back when it does not. `just deploy` calls it; the
 //! sequence and the device layout are in docs/deploy.md.
 
+mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime};
@@ -11,76 +13,10 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use vigil_deploy::{
     broker_from_device, check_bundle, choose_build, kv, prepare_config, release_id, render_unit,
-    sha256_file, shq, status_is_healthy, BuildPath, Bundle, Ssh, StatusWatch,
+    sha256_file, shq, status_is_healthy, BuildPath, Bundle, DeviceConfig, Ssh, StatusWatch,
 };
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "vigil-deploy",
-    version,
-    about = "Deploy vigild, a model bundle and its config to an edge device over SSH, \
-             with a health check and automatic rollback (docs/deploy.md)"
-)]
-struct Cli {
-    /// The device: `user@host` (anything ssh accepts). May also be given as the first
-    /// positional word.
-    #[arg(long, value_name = "USER@HOST", default_value_t = String::new(), hide_default_value = true)]
-    target: String,
-    /// The `just deploy` form: `USER@HOST` (or `target=USER@HOST`), `model=DIR`,
-    /// `config=FILE`; the same as --target, --model and --config.
-    #[arg(value_name = "WORD")]
-    words: Vec<String>,
-    /// Model bundle directory to ship (manifest.json, model.onnx, …). Default: keep the
-    /// device's current bundle.
-    #[arg(long, value_name = "DIR")]
-    model: Option<PathBuf>,
-    /// vigild.toml for the device (its `model` is rewritten to PREFIX/current/model). Default:
-    /// keep the device's current config. Required for a first install.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Ship this vigild binary instead of building one (it must run on the device).
-    #[arg(long, value_name = "PATH")]
-    vigild: Option<PathBuf>,
-    /// Model-only update without a restart: ship the bundle, switch `current`, send SIGHUP
-    /// (vigild swaps the model in between frames). Needs --model and a running vigild.
-    #[arg(long)]
-    reload: bool,
-    /// Where releases live on the device; relative paths are under the ssh user's home.
-    #[arg(long, value_name = "DIR", default_value = "vigil")]
-    prefix: String,
-    /// SSH port.
-    #[arg(long, value_name = "PORT")]
-    ssh_port: Option<u16>,
-    /// SSH private key.
-    #[arg(long, value_name = "FILE")]
-    identity: Option<PathBuf>,
-    /// Extra ssh `-o` option, repeatable (e.g. `StrictHostKeyChecking=no`).
-    #[arg(long = "ssh-option", value_name = "OPT")]
-    ssh_options: Vec<String>,
-    /// Limit for one ssh step (uploads included), in seconds.
-    #[arg(long, value_name = "S", default_value_t = 300.0)]
-    ssh_timeout_s: f64,
-    /// Broker to watch the device's status on, `mqtt://HOST:PORT`. Default: the `broker` of
-    /// the device's config, with localhost replaced by the ssh host.
-    #[arg(long, value_name = "URL")]
-    broker: Option<String>,
-    /// How long to wait for `online` with the new model before rolling back, in seconds.
-    #[arg(long, value_name = "S", default_value_t = 60.0)]
-    timeout_s: f64,
-    /// Releases to keep on the device (the current one is never removed).
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    keep: usize,
-    /// How vigild runs: `systemd` (unit installed, needs root and a booted systemd),
-    /// `process` (setsid under the ssh user, pid file in PREFIX), or `auto`.
-    #[arg(long, value_name = "MODE", default_value = "auto")]
-    service: String,
-    /// Build vigild without the V4L2 camera feature (no libclang needed).
-    #[arg(long)]
-    no_camera: bool,
-    /// Print the plan (read-only probes of the device only) and exit.
-    #[arg(long)]
-    dry_run: bool,
-}
+use cli::{Cli, Service};
 
 /// What the probe found on the device.
 struct Device {
@@ -179,21 +115,41 @@ fn build(path: &BuildPath, no_camera: bool) -> Result<Option<PathBuf>> {
     }
 }
 
+/// Everything decided before the device changes: printed by --dry-run, then carried out.
+struct Plan {
+    ssh: Ssh,
+    dev: Device,
+    prefix: String,
+    /// systemd or process (never auto).
+    service: Service,
+    /// None: a model-only reload keeps the current vigild.
+    build_path: Option<BuildPath>,
+    bundle: Option<Bundle>,
+    cfg_origin: String,
+    dcfg: DeviceConfig,
+    /// The model.onnx sha256 the health check expects.
+    model_sha: String,
+    /// Where to watch the status, as seen from here.
+    broker: (String, u16),
+    id: String,
+    status_topic: String,
+}
+
 fn run(cli: Cli) -> Result<()> {
     let t0 = Instant::now();
-    let ssh = Ssh {
-        target: cli.target.clone(),
-        port: cli.ssh_port,
-        identity: cli.identity.clone(),
-        options: cli.ssh_options.clone(),
-        timeout: Duration::from_secs_f64(cli.ssh_timeout_s.max(1.0)),
-    };
-    if !["auto", "systemd", "process"].contains(&cli.service.as_str()) {
-        bail!(
-            "--service {}: expected auto, systemd or process",
-            cli.service
-        );
+    validate(&cli)?;
+    let plan = gather_plan(&cli)?;
+    print_plan(&cli, &plan);
+    if cli.dry_run {
+        say("dry run: nothing changed");
+        return Ok(());
     }
+    let version = upload(&cli, &plan)?;
+    switch_and_verify(&cli, &plan, version.as_deref(), t0)
+}
+
+/// Flag combinations that cannot work, refused before anything is read or reached.
+fn validate(cli: &Cli) -> Result<()> {
     if cli.reload && (cli.model.is_none() || cli.vigild.is_some() || cli.config.is_some()) {
         bail!("--reload ships a model only: pass --model DIR and neither --vigild nor --config");
     }
@@ -203,7 +159,19 @@ fn run(cli: Cli) -> Result<()> {
             cli.keep
         );
     }
-    // Local checks first: a bad bundle or config never reaches the device.
+    Ok(())
+}
+
+/// Local checks (a bad bundle or config never reaches the device), then the read-only probes
+/// of the device, into the plan.
+fn gather_plan(cli: &Cli) -> Result<Plan> {
+    let ssh = Ssh {
+        target: cli.target.clone(),
+        port: cli.ssh_port,
+        identity: cli.identity.clone(),
+        options: cli.ssh_options.clone(),
+        timeout: Duration::from_secs_f64(cli.ssh_timeout_s.max(1.0)),
+    };
     let bundle = cli.model.as_deref().map(check_bundle).transpose()?;
     let local_config = match &cli.config {
         Some(p) => Some((
@@ -212,11 +180,9 @@ fn run(cli: Cli) -> Result<()> {
         )),
         None => None,
     };
-
     let dev = probe(&ssh, &cli.prefix).with_context(|| format!("cannot reach {}", cli.target))?;
     let prefix = dev.prefix.clone();
-    let first = dev.current.is_none();
-    if first && (cli.model.is_none() || cli.config.is_none()) {
+    if dev.current.is_none() && (cli.model.is_none() || cli.config.is_none()) {
         bail!(
             "{}: no release in {prefix} yet: a first install needs --model DIR and --config FILE",
             cli.target
@@ -225,33 +191,7 @@ fn run(cli: Cli) -> Result<()> {
     if cli.reload && !dev.running && !dev.systemd {
         bail!("--reload: no vigild runs in {prefix} (pid file): deploy without --reload");
     }
-    let service = match cli.service.as_str() {
-        "auto" if dev.systemd => "systemd",
-        "auto" => "process",
-        s => s,
-    };
-    let build_path = if cli.reload {
-        None
-    } else {
-        let targets = Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        Some(choose_build(
-            &dev.arch,
-            &local_arch(),
-            cli.vigild.as_deref(),
-            &targets,
-            |l| {
-                Command::new(l)
-                    .arg("--version")
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-            },
-        ))
-    };
-
+    let build_path = (!cli.reload).then(|| build_path_for(cli, &dev));
     // The config: the given one, or the device's current one (to read topic and broker).
     let (cfg_text, cfg_origin) = match local_config {
         Some(c) => c,
@@ -261,17 +201,9 @@ fn run(cli: Cli) -> Result<()> {
         ),
     };
     let dcfg = prepare_config(&cfg_text, &cfg_origin, &prefix)?;
-    // The model sha256 the health check expects.
     let model_sha = match &bundle {
         Some(b) => b.model_sha256.clone(),
-        None => {
-            let text = ssh.device("cat", &prefix, &["model/manifest.json"])?.stdout;
-            let m: vigil_shared::manifest::Manifest = serde_json::from_str(&text)
-                .with_context(|| format!("{}:{prefix}/current/model/manifest.json", cli.target))?;
-            m.model_file()
-                .map(|f| f.sha256.clone())
-                .context("the device's current manifest lists no .onnx")?
-        }
+        None => current_model_sha(&ssh, &prefix)?,
     };
     let broker = match (&cli.broker, &dcfg.broker) {
         (Some(b), _) | (None, Some(b)) => broker_from_device(b, ssh.host())?,
@@ -280,9 +212,55 @@ fn run(cli: Cli) -> Result<()> {
              device publishes to; set it or pass --broker"
         ),
     };
-    let id = release_id(SystemTime::now());
-    let status_topic = format!("{}/status", dcfg.topic_prefix);
+    Ok(Plan {
+        service: cli.service.on(dev.systemd),
+        status_topic: format!("{}/status", dcfg.topic_prefix),
+        id: release_id(SystemTime::now()),
+        ssh,
+        dev,
+        prefix,
+        build_path,
+        bundle,
+        cfg_origin,
+        dcfg,
+        model_sha,
+        broker,
+    })
+}
 
+/// How vigild gets built for the device's architecture.
+fn build_path_for(cli: &Cli, dev: &Device) -> BuildPath {
+    let targets = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    choose_build(
+        &dev.arch,
+        &local_arch(),
+        cli.vigild.as_deref(),
+        &targets,
+        |l| {
+            Command::new(l)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+    )
+}
+
+/// The model.onnx sha256 of the device's current bundle (a deploy that keeps it).
+fn current_model_sha(ssh: &Ssh, prefix: &str) -> Result<String> {
+    let text = ssh.device("cat", prefix, &["model/manifest.json"])?.stdout;
+    let m: vigil_shared::manifest::Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("{}:{prefix}/current/model/manifest.json", ssh.target))?;
+    m.model_file()
+        .map(|f| f.sha256.clone())
+        .context("the device's current manifest lists no .onnx")
+}
+
+fn print_plan(cli: &Cli, p: &Plan) {
+    let (dev, prefix, id) = (&p.dev, &p.prefix, &p.id);
     say(format!(
         "target {} ({}), prefix {prefix}",
         cli.target, dev.arch
@@ -296,66 +274,72 @@ fn run(cli: Cli) -> Result<()> {
         },
         dev.current.as_deref().unwrap_or("none, first install")
     ));
-    match &build_path {
-        Some(p) => say(format!("vigild: {p}")),
+    match &p.build_path {
+        Some(b) => say(format!("vigild: {b}")),
         None => say("vigild: the current release's (model-only update)"),
     }
     say(format!(
-        "model: {} (model.onnx sha256 {model_sha})",
-        bundle.as_ref().map_or("the current release's".into(), |b| b
-            .dir
-            .display()
-            .to_string())
+        "model: {} (model.onnx sha256 {})",
+        p.bundle
+            .as_ref()
+            .map_or("the current release's".into(), |b| b
+                .dir
+                .display()
+                .to_string()),
+        p.model_sha
     ));
-    say(format!("config: {cfg_origin}"));
+    say(format!("config: {}", p.cfg_origin));
     say(format!(
         "new release {prefix}/releases/{id}, switched atomically via {prefix}/current"
     ));
     say(if cli.reload {
-        format!("then: SIGHUP ({service}), vigild swaps the model between frames")
-    } else if service == "systemd" {
+        format!(
+            "then: SIGHUP ({}), vigild swaps the model between frames",
+            p.service.as_str()
+        )
+    } else if p.service == Service::Systemd {
         "then: install /etc/systemd/system/vigild.service (user vigil, group video), restart".into()
     } else {
         format!("then: restart as a process (setsid, pid file {prefix}/vigild.pid)")
     });
     say(format!(
-        "health: mqtt://{}:{} {status_topic} online with model_sha256 {model_sha} within {} s, \
-         else roll back to {}",
-        broker.0,
-        broker.1,
+        "health: mqtt://{}:{} {} online with model_sha256 {} within {} s, else roll back to {}",
+        p.broker.0,
+        p.broker.1,
+        p.status_topic,
+        p.model_sha,
         cli.timeout_s,
         dev.current.as_deref().unwrap_or("nothing (vigild stopped)")
     ));
-    if cli.dry_run {
-        say("dry run: nothing changed");
-        return Ok(());
-    }
+}
 
-    // Build, then stage the release locally with its checksums.
-    let vigild = match &build_path {
-        Some(p) => build(p, cli.no_camera)?,
+/// Builds vigild, stages the release with its checksums, uploads it and verifies it on
+/// arrival (nothing is switched if a checksum fails). Returns the version the new vigild
+/// reports.
+fn upload(cli: &Cli, p: &Plan) -> Result<Option<String>> {
+    let (ssh, prefix, id) = (&p.ssh, &p.prefix, &p.id);
+    let vigild = match &p.build_path {
+        Some(b) => build(b, cli.no_camera)?,
         None => None,
     };
-    let bin_from = match (&build_path, &vigild) {
+    let bin_from = match (&p.build_path, &vigild) {
         (_, Some(_)) => "-".to_string(),
-        (Some(BuildPath::OnDevice), None) => build_on_device(&ssh, &prefix)?,
+        (Some(BuildPath::OnDevice), None) => build_on_device(ssh, prefix)?,
         _ => format!("{prefix}/current/vigild"),
     };
     let stage = tempfile::tempdir().context("cannot create a staging directory")?;
     let sums = stage_release(
         stage.path(),
         vigild.as_deref(),
-        bundle.as_ref(),
-        &dcfg.text,
-        &prefix,
+        p.bundle.as_ref(),
+        &p.dcfg.text,
+        prefix,
     )?;
-    let model_from = if bundle.is_some() {
+    let model_from = if p.bundle.is_some() {
         "-".to_string()
     } else {
         format!("{prefix}/current/model")
     };
-
-    // Upload and verify on arrival; nothing is switched if a checksum fails.
     let t_up = Instant::now();
     let mut tar = Command::new("tar");
     tar.arg("-C").arg(stage.path()).args(["-cf", "-", "."]);
@@ -369,128 +353,124 @@ fn run(cli: Cli) -> Result<()> {
         ssh.timeout,
     )
     .context("upload")?;
-    let v = ssh.device("verify", &prefix, &[&id, &model_from, &bin_from])?;
+    let v = ssh.device("verify", prefix, &[id, &model_from, &bin_from])?;
     let version = kv(&v.stdout, "version").map(str::to_string);
     say(format!(
         "uploaded and verified {sums} checksums in {:.1} s; vigild {}",
         t_up.elapsed().as_secs_f64(),
         version.as_deref().unwrap_or("?")
     ));
+    Ok(version)
+}
 
+/// Watches the status, switches `current`, restarts (or reloads) and waits for the new model
+/// online; prunes old releases on success, rolls back on failure.
+fn switch_and_verify(cli: &Cli, p: &Plan, version: Option<&str>, t0: Instant) -> Result<()> {
+    let (ssh, prefix, id, service) = (&p.ssh, &p.prefix, &p.id, p.service.as_str());
     // Watch the status before anything changes, to tell the old status from the new.
     let watch = StatusWatch::start(
-        &broker.0,
-        broker.1,
+        &p.broker.0,
+        p.broker.1,
         &[
-            status_topic.clone(),
-            format!("{}/command/result", dcfg.topic_prefix),
+            p.status_topic.clone(),
+            format!("{}/command/result", p.dcfg.topic_prefix),
         ],
     );
     if !watch.wait_subscribed(Duration::from_secs(10)) {
         bail!(
-            "cannot subscribe to {status_topic} on mqtt://{}:{} within 10 s: nothing switched \
+            "cannot subscribe to {} on mqtt://{}:{} within 10 s: nothing switched \
              (release {id} stays on the device)",
-            broker.0,
-            broker.1
+            p.status_topic,
+            p.broker.0,
+            p.broker.1
         );
     }
     std::thread::sleep(Duration::from_millis(300)); // the retained status arrives with the SUBACK
-    let baseline = watch.on(&status_topic).last().cloned();
+    let baseline = watch.on(&p.status_topic).last().cloned();
 
     let t_switch = Instant::now();
-    ssh.device("switch", &prefix, &[&id])?;
+    ssh.device("switch", prefix, &[id])?;
     // From here on, any failure rolls back.
     let healthy = (|| -> Result<()> {
-        if cli.reload {
-            ssh.device("reload", &prefix, &[service])?;
-        } else {
-            ssh.device("restart", &prefix, &[service])?;
-        }
+        ssh.device(
+            if cli.reload { "reload" } else { "restart" },
+            prefix,
+            &[service],
+        )?;
         say(format!("switched to {id}; waiting for the device's status"));
-        wait_healthy(
-            &watch,
-            &ssh,
-            &prefix,
-            service,
-            &dcfg.topic_prefix,
-            baseline.as_deref(),
-            &model_sha,
-            if cli.reload { None } else { version.as_deref() },
-            cli.reload,
-            Duration::from_secs_f64(cli.timeout_s),
-        )
+        let expect = Expect {
+            baseline: baseline.as_deref(),
+            version: if cli.reload { None } else { version },
+            reload: cli.reload,
+            limit: Duration::from_secs_f64(cli.timeout_s),
+        };
+        wait_healthy(&watch, p, &expect)
     })();
-    match healthy {
-        Ok(()) => {
-            say(format!(
-                "{} online with model {model_sha} {:.1} s after the switch ({:.1} s in all)",
-                cli.target,
-                t_switch.elapsed().as_secs_f64(),
-                t0.elapsed().as_secs_f64()
-            ));
-            if let Ok(o) = ssh.device("prune", &prefix, &[&cli.keep.to_string()]) {
-                for l in o.stdout.lines().filter_map(|l| l.strip_prefix("pruned=")) {
-                    say(format!("removed old release {l}"));
-                }
-            }
-            Ok(())
-        }
-        Err(why) => {
-            let log = ssh
-                .device("log", &prefix, &[service])
-                .map(|o| o.stdout)
-                .unwrap_or_default();
-            let rolled = rollback(
-                &ssh,
-                &prefix,
-                service,
-                dev.current.as_deref(),
-                &id,
-                cli.reload,
-            );
-            let rb = match rolled {
-                Ok(Some(prev)) => format!("rolled back to {prev}"),
-                Ok(None) => "first install: vigild stopped, nothing to roll back to".into(),
-                Err(e) => format!("ROLLBACK FAILED: {e:#}"),
-            };
-            bail!(
-                "release {id} failed its health check: {why:#}; {rb}; the failed release is in \
-                 {prefix}/failed/{id}\nlast lines of vigild's log:\n{}",
-                log.trim_end()
-            )
+    if let Err(why) = healthy {
+        let log = ssh
+            .device("log", prefix, &[service])
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        let rb = match rollback(
+            ssh,
+            prefix,
+            service,
+            p.dev.current.as_deref(),
+            id,
+            cli.reload,
+        ) {
+            Ok(Some(prev)) => format!("rolled back to {prev}"),
+            Ok(None) => "first install: vigild stopped, nothing to roll back to".into(),
+            Err(e) => format!("ROLLBACK FAILED: {e:#}"),
+        };
+        bail!(
+            "release {id} failed its health check: {why:#}; {rb}; the failed release is in \
+             {prefix}/failed/{id}\nlast lines of vigild's log:\n{}",
+            log.trim_end()
+        )
+    }
+    say(format!(
+        "{} online with model {} {:.1} s after the switch ({:.1} s in all)",
+        cli.target,
+        p.model_sha,
+        t_switch.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    ));
+    if let Ok(o) = ssh.device("prune", prefix, &[&cli.keep.to_string()]) {
+        for l in o.stdout.lines().filter_map(|l| l.strip_prefix("pruned=")) {
+            say(format!("removed old release {l}"));
         }
     }
+    Ok(())
+}
+
+/// What counts as healthy after the switch.
+struct Expect<'a> {
+    /// The status before the switch (a retained copy of it is not the new vigild).
+    baseline: Option<&'a [u8]>,
+    /// The version the new vigild must report (None: a reload keeps the old binary).
+    version: Option<&'a str>,
+    reload: bool,
+    limit: Duration,
 }
 
 /// Waits for `online` with the new model; fails early when vigild exits (process mode) or
 /// refuses the reload.
-#[allow(clippy::too_many_arguments)]
-fn wait_healthy(
-    watch: &StatusWatch,
-    ssh: &Ssh,
-    prefix: &str,
-    service: &str,
-    topic_prefix: &str,
-    baseline: Option<&[u8]>,
-    model_sha: &str,
-    version: Option<&str>,
-    reload: bool,
-    limit: Duration,
-) -> Result<()> {
-    let status_topic = format!("{topic_prefix}/status");
-    let result_topic = format!("{topic_prefix}/command/result");
+fn wait_healthy(watch: &StatusWatch, p: &Plan, e: &Expect) -> Result<()> {
+    let status_topic = &p.status_topic;
+    let result_topic = format!("{}/command/result", p.dcfg.topic_prefix);
     let seen_results = watch.on(&result_topic).len();
     let start = Instant::now();
     let mut next_probe = Instant::now() + Duration::from_secs(2);
-    while start.elapsed() < limit {
+    while start.elapsed() < e.limit {
         if watch
-            .on(&status_topic)
+            .on(status_topic)
             .iter()
-            .any(|p| status_is_healthy(p, baseline, model_sha, version))
+            .any(|s| status_is_healthy(s, e.baseline, &p.model_sha, e.version))
         {
             return Ok(());
         }
-        if reload {
+        if e.reload {
             for r in watch.on(&result_topic).iter().skip(seen_results) {
                 if let Ok(r) = serde_json::from_slice::<vigil_shared::messages::CommandResult>(r) {
                     if !r.ok {
@@ -499,9 +479,9 @@ fn wait_healthy(
                 }
             }
         }
-        if service == "process" && Instant::now() >= next_probe {
+        if p.service == Service::Process && Instant::now() >= next_probe {
             next_probe = Instant::now() + Duration::from_secs(2);
-            if let Ok(o) = ssh.device("running", prefix, &["process"]) {
+            if let Ok(o) = p.ssh.device("running", &p.prefix, &["process"]) {
                 if o.stdout.trim() == "no" {
                     bail!("vigild exited");
                 }
@@ -510,13 +490,14 @@ fn wait_healthy(
         std::thread::sleep(Duration::from_millis(50));
     }
     let last = watch
-        .on(&status_topic)
+        .on(status_topic)
         .last()
-        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
         .unwrap_or_else(|| "none".into());
     bail!(
-        "no `online` status with model_sha256 {model_sha} on {status_topic} within {:.0} s (last status: {last})",
-        limit.as_secs_f64()
+        "no `online` status with model_sha256 {} on {status_topic} within {:.0} s (last status: {last})",
+        p.model_sha,
+        e.limit.as_secs_f64()
     )
 }
 
@@ -601,33 +582,6 @@ fn stage_release(
     Ok(files.len())
 }
 
-impl Cli {
-    /// Folds the positional words into the flags they stand for.
-    fn apply_words(&mut self) -> Result<()> {
-        for w in std::mem::take(&mut self.words) {
-            let (key, value) = match w.split_once('=') {
-                Some((k, v)) if !k.contains('@') => (k.to_string(), v.to_string()),
-                _ => ("target".to_string(), w.clone()),
-            };
-            let set_twice = |flag: &str| format!("{flag} given twice (`{w}`)");
-            match key.as_str() {
-                "target" if self.target.is_empty() => self.target = value,
-                "model" if self.model.is_none() => self.model = Some(value.into()),
-                "config" if self.config.is_none() => self.config = Some(value.into()),
-                "target" | "model" | "config" => bail!(set_twice(&key)),
-                _ => bail!(
-                    "unknown argument `{w}`: expected USER@HOST, target=USER@HOST, model=DIR or \
-                     config=FILE (or a --flag, see --help)"
-                ),
-            }
-        }
-        if self.target.is_empty() {
-            bail!("no device given: pass USER@HOST (or --target USER@HOST)");
-        }
-        Ok(())
-    }
-}
-
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     if let Err(e) = cli.apply_words() {
@@ -640,50 +594,5 @@ fn main() -> ExitCode {
             eprintln!("vigil-deploy: error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cli(args: &[&str]) -> Result<Cli> {
-        let mut c =
-            Cli::try_parse_from(std::iter::once("vigil-deploy").chain(args.iter().copied()))?;
-        c.apply_words()?;
-        Ok(c)
-    }
-
-    #[test]
-    fn just_style_words_mean_the_flags() {
-        let c = cli(&[
-            "target=pi@cam-3",
-            "model=runs/fm1",
-            "config=cam.toml",
-            "--dry-run",
-        ])
-        .unwrap();
-        assert_eq!(c.target, "pi@cam-3");
-        assert_eq!(c.model.as_deref(), Some(Path::new("runs/fm1")));
-        assert_eq!(c.config.as_deref(), Some(Path::new("cam.toml")));
-        assert!(c.dry_run);
-        let c = cli(&["pi@cam-3", "--model", "runs/fm1"]).unwrap();
-        assert_eq!(c.target, "pi@cam-3");
-        let c = cli(&["--target", "pi@cam-3"]).unwrap();
-        assert_eq!(c.target, "pi@cam-3");
-    }
-
-    #[test]
-    fn bad_words_are_named() {
-        let e = cli(&["pi@cam-3", "modle=runs/fm1"])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("modle=runs/fm1"), "{e}");
-        let e = cli(&["pi@cam-3", "model=a", "--model", "b"])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("model given twice"), "{e}");
-        let e = cli(&["--dry-run"]).unwrap_err().to_string();
-        assert!(e.contains("no device given"), "{e}");
     }
 }

@@ -267,10 +267,19 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[test]
-fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// The bundles the scenario ships: A and B (good, different ONNX), one whose manifest lies
+/// about its input (passes the checksums, fails on the device), one with a truncated graph
+/// (fails its checksum here).
+struct Bundles {
+    a: PathBuf,
+    b: PathBuf,
+    bad: PathBuf,
+    truncated: PathBuf,
+    sha_a: String,
+    sha_b: String,
+}
+
+fn bundles(d: &Path) -> Bundles {
     let t_train = Instant::now();
     let (a, b) = (d.join("model-a"), d.join("model-b"));
     train_two(&a, &b);
@@ -294,71 +303,127 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
     copy_dir(&b, &truncated);
     let onnx = std::fs::read(truncated.join("model.onnx")).unwrap();
     std::fs::write(truncated.join("model.onnx"), &onnx[..onnx.len() / 2]).unwrap();
+    Bundles {
+        a,
+        b,
+        bad,
+        truncated,
+        sha_a,
+        sha_b,
+    }
+}
 
-    let mut broker = Mosquitto::new(d, free_port());
-    broker.start();
-    let sub = Subscriber::start(
-        broker.port,
-        "deploy-e2e-sub",
-        &format!("vigil/{DEVICE}/#"),
-        false,
-    );
-    assert!(sub.wait_connected(Duration::from_secs(10)));
+/// The world of the scenario. Fields drop in order: sshd first, then the device's vigild,
+/// then the subscriber and the broker.
+struct Scenario {
+    env: Env,
+    _guard: DeviceGuard,
+    sub: Subscriber,
+    broker: Mosquitto,
+    bundles: Bundles,
+    prefix: PathBuf,
+    config: PathBuf,
+    vigild: String,
+}
 
-    let ssh_dir = d.join("ssh");
-    std::fs::create_dir(&ssh_dir).unwrap();
-    let key = ssh_dir.join("id_ed25519");
-    keygen(&key);
-    let sshd = Sshd::start(&ssh_dir, &key.with_extension("pub"));
-    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string();
-    let prefix = d.join("device");
-    let _guard = DeviceGuard(prefix.clone());
-    let env = Env {
-        sshd,
-        key,
-        prefix: prefix.clone(),
-        user,
-    };
-    let config = d.join("vigild.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "broker = \"mqtt://localhost:{}\"\ndevice_id = \"{DEVICE}\"\nsource = \"synthetic\"\n\
-             fps = 20.0\nmasks = \"none\"\nstats_interval_s = 0.5\ncommand_token = \"{TOKEN}\"\n",
-            broker.port
-        ),
-    )
-    .unwrap();
-    let vigild = workspace_bin("vigild");
-    let vigild = vigild.to_str().unwrap();
-    let (a_s, b_s, bad_s) = (
-        a.to_str().unwrap(),
-        b.to_str().unwrap(),
-        bad.to_str().unwrap(),
-    );
-    let cfg_s = config.to_str().unwrap();
+impl Scenario {
+    /// mosquitto with a subscriber on the device's topics, sshd with a fresh key, and the
+    /// device's vigild.toml.
+    fn start(d: &Path, bundles: Bundles) -> Scenario {
+        let mut broker = Mosquitto::new(d, free_port());
+        broker.start();
+        let sub = Subscriber::start(
+            broker.port,
+            "deploy-e2e-sub",
+            &format!("vigil/{DEVICE}/#"),
+            false,
+        );
+        assert!(sub.wait_connected(Duration::from_secs(10)));
 
-    // A dry run on an empty device: the plan, and nothing on the device.
-    // (`just deploy`'s words: model=…, config=…)
+        let ssh_dir = d.join("ssh");
+        std::fs::create_dir(&ssh_dir).unwrap();
+        let key = ssh_dir.join("id_ed25519");
+        keygen(&key);
+        let sshd = Sshd::start(&ssh_dir, &key.with_extension("pub"));
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        let prefix = d.join("device");
+        let guard = DeviceGuard(prefix.clone());
+        let env = Env {
+            sshd,
+            key,
+            prefix: prefix.clone(),
+            user,
+        };
+        let config = d.join("vigild.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "broker = \"mqtt://localhost:{}\"\ndevice_id = \"{DEVICE}\"\nsource = \"synthetic\"\n\
+                 fps = 20.0\nmasks = \"none\"\nstats_interval_s = 0.5\ncommand_token = \"{TOKEN}\"\n",
+                broker.port
+            ),
+        )
+        .unwrap();
+        let vigild = workspace_bin("vigild").to_str().unwrap().to_string();
+        Scenario {
+            env,
+            _guard: guard,
+            sub,
+            broker,
+            bundles,
+            prefix,
+            config,
+            vigild,
+        }
+    }
+
+    fn path(p: &Path) -> &str {
+        p.to_str().unwrap()
+    }
+}
+
+/// Timings of the deploys, printed at the end.
+#[derive(Default)]
+struct Timings {
+    first_s: f64,
+    upgrade_s: f64,
+    rollback_s: f64,
+    reload_s: f64,
+}
+
+/// A dry run on an empty device: the plan, and nothing on the device.
+/// (`just deploy`'s words: model=…, config=…)
+fn dry_run_changes_nothing(s: &Scenario) {
+    let (env, prefix, sha_a) = (&s.env, &s.prefix, &s.bundles.sha_a);
+    let a_s = Scenario::path(&s.bundles.a);
+    let cfg_s = Scenario::path(&s.config);
     let (model_w, config_w) = (format!("model={a_s}"), format!("config={cfg_s}"));
     let o = env.deploy(&["--dry-run", &model_w, &config_w]);
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     assert!(
-        log.contains("native build") && log.contains("first install") && log.contains(&sha_a),
+        log.contains("native build") && log.contains("first install") && log.contains(sha_a),
         "{log}"
     );
     assert!(env.releases().is_empty() && !prefix.join("current").exists());
+}
 
-    // 1. First install.
+/// 1. First install: the release layout, the rewritten config, the unit. Returns the release.
+fn first_install(s: &Scenario, t_: &mut Timings) -> String {
+    let (env, sub, prefix, sha_a) = (&s.env, &s.sub, &s.prefix, &s.bundles.sha_a);
+    let (vigild, a_s, cfg_s) = (
+        s.vigild.as_str(),
+        Scenario::path(&s.bundles.a),
+        Scenario::path(&s.config),
+    );
     let t = Instant::now();
     let o = env.deploy(&["--vigild", vigild, "--model", a_s, "--config", cfg_s]);
-    let first_s = t.elapsed().as_secs_f64();
+    t_.first_s = t.elapsed().as_secs_f64();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(online_with(&sub, &sha_a, 0), "{:?}", statuses(&sub));
+    assert!(online_with(sub, sha_a, 0), "{:?}", statuses(sub));
     let r1 = env.current();
     assert_eq!(env.releases(), vec![r1.clone()]);
     let rel = prefix.join("releases").join(&r1);
@@ -388,20 +453,30 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
     } else {
         eprintln!("note: systemd-analyze is not installed; the unit was not verified");
     }
+    r1
+}
 
-    // 2. Upgrade to model B, keeping the device's config (read back over ssh).
-    let n = statuses(&sub).len();
+/// 2. Upgrade to model B, keeping the device's config (read back over ssh); then a bundle
+/// that fails its checksum never leaves this machine. Returns the new release.
+fn upgrade_then_refuse_a_corrupt_bundle(s: &Scenario, r1: &str, t_: &mut Timings) -> String {
+    let (env, sub, sha_b) = (&s.env, &s.sub, &s.bundles.sha_b);
+    let (vigild, b_s) = (s.vigild.as_str(), Scenario::path(&s.bundles.b));
+    let n = statuses(sub).len();
     let t = Instant::now();
     let o = env.deploy(&["--vigild", vigild, "--model", b_s]);
-    let upgrade_s = t.elapsed().as_secs_f64();
+    t_.upgrade_s = t.elapsed().as_secs_f64();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(online_with(&sub, &sha_b, n), "{:?}", statuses(&sub));
+    assert!(online_with(sub, sha_b, n), "{:?}", statuses(sub));
     let r2 = env.current();
     assert_ne!(r1, r2);
-    assert_eq!(env.releases(), vec![r1.clone(), r2.clone()]);
+    assert_eq!(env.releases(), vec![r1.to_string(), r2.clone()]);
 
-    // A bundle that fails its checksum never leaves this machine.
-    let o = env.deploy(&["--vigild", vigild, "--model", truncated.to_str().unwrap()]);
+    let o = env.deploy(&[
+        "--vigild",
+        vigild,
+        "--model",
+        Scenario::path(&s.bundles.truncated),
+    ]);
     let log = stderr(&o);
     assert!(!o.status.success());
     assert!(
@@ -409,12 +484,17 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
         "{log}"
     );
     assert_eq!((env.current(), env.releases().len()), (r2.clone(), 2));
+    r2
+}
 
-    // 3. A broken bundle: vigild refuses it at start, the health check fails, B comes back.
-    let n = statuses(&sub).len();
+/// 3. A broken bundle: vigild refuses it at start, the health check fails, B comes back.
+fn broken_bundle_rolls_back(s: &Scenario, r1: &str, r2: &str, t_: &mut Timings) {
+    let (env, sub, prefix, sha_b) = (&s.env, &s.sub, &s.prefix, &s.bundles.sha_b);
+    let (vigild, bad_s) = (s.vigild.as_str(), Scenario::path(&s.bundles.bad));
+    let n = statuses(sub).len();
     let t = Instant::now();
     let o = env.deploy(&["--vigild", vigild, "--model", bad_s]);
-    let rollback_s = t.elapsed().as_secs_f64();
+    t_.rollback_s = t.elapsed().as_secs_f64();
     let log = stderr(&o);
     assert!(!o.status.success(), "{log}");
     assert!(
@@ -422,23 +502,28 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
         "{log}"
     );
     assert_eq!(env.current(), r2);
-    assert_eq!(env.releases(), vec![r1.clone(), r2.clone()]);
+    assert_eq!(env.releases(), vec![r1.to_string(), r2.to_string()]);
     assert_eq!(std::fs::read_dir(prefix.join("failed")).unwrap().count(), 1);
     assert!(
-        wait_until(Duration::from_secs(15), || online_with(&sub, &sha_b, n)),
+        wait_until(Duration::from_secs(15), || online_with(sub, sha_b, n)),
         "{:?}",
-        statuses(&sub)
+        statuses(sub)
     );
+}
 
-    // 4. Hot reload of model A: SIGHUP, no restart, no frame lost or late.
+/// 4. Hot reload of model A: SIGHUP, no restart, no frame lost or late. Returns the release.
+fn hot_reload_loses_no_frame(s: &Scenario, t_: &mut Timings) -> String {
+    let (env, sub, prefix) = (&s.env, &s.sub, &s.prefix);
+    let (sha_a, sha_b) = (&s.bundles.sha_a, &s.bundles.sha_b);
+    let a_s = Scenario::path(&s.bundles.a);
     let result_topic = format!("vigil/{DEVICE}/cam0/result");
-    assert!(wait_until(Duration::from_secs(10), || last_stats(&sub).is_some()));
+    assert!(wait_until(Duration::from_secs(10), || last_stats(sub).is_some()));
     let before = sub.count(&result_topic);
-    let stats_before = last_stats(&sub).unwrap();
+    let stats_before = last_stats(sub).unwrap();
     let pid_before = std::fs::read_to_string(prefix.join("vigild.pid")).unwrap();
     let t = Instant::now();
     let o = env.deploy(&["--reload", "--model", a_s]);
-    let reload_s = t.elapsed().as_secs_f64();
+    t_.reload_s = t.elapsed().as_secs_f64();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(prefix.join("vigild.pid")).unwrap(),
@@ -449,7 +534,7 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
     let swapped = || {
         results(&sub.on(&result_topic))
             .iter()
-            .filter(|r| r.model.sha256 == sha_a)
+            .filter(|r| r.model.sha256 == *sha_a)
             .count()
             >= 20
     };
@@ -461,16 +546,16 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
         ids.windows(2).all(|w| w[1] == w[0] + 1),
         "frame ids not consecutive across the reload: {ids:?}"
     );
-    let first_a = rs.iter().position(|r| r.model.sha256 == sha_a).unwrap();
+    let first_a = rs.iter().position(|r| r.model.sha256 == *sha_a).unwrap();
     assert!(first_a > 0, "no result of model B before the swap");
-    assert!(rs[..first_a].iter().all(|r| r.model.sha256 == sha_b));
-    assert!(rs[first_a..].iter().all(|r| r.model.sha256 == sha_a));
+    assert!(rs[..first_a].iter().all(|r| r.model.sha256 == *sha_b));
+    assert!(rs[first_a..].iter().all(|r| r.model.sha256 == *sha_a));
     let around = &rs[first_a.saturating_sub(5)..(first_a + 5).min(rs.len())];
     let worst = around
         .iter()
         .map(|r| r.latency_ms.total)
         .fold(0.0f64, f64::max);
-    let stats_after = last_stats(&sub).unwrap();
+    let stats_after = last_stats(sub).unwrap();
     eprintln!(
         "hot reload: swap at frame {}, worst total latency of the 10 frames around it {worst:.2} ms; \
          deadline misses {} -> {}, dropped {} -> {}",
@@ -485,11 +570,15 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
         stats_after.pipeline.deadline_misses, stats_before.pipeline.deadline_misses,
         "deadline missed during the reload"
     );
-    assert!(online_with(&sub, &sha_a, 0));
-    let r4 = env.current();
+    assert!(online_with(sub, sha_a, 0));
+    env.current()
+}
 
-    // 5. A hot reload of a bundle vigild cannot load: refused, A keeps scoring, `current` back.
-    let o = env.deploy(&["--reload", "--model", bad_s]);
+/// 5. A hot reload of a bundle vigild cannot load: refused, A keeps scoring, `current` back.
+fn unloadable_reload_is_refused(s: &Scenario, r4: &str) {
+    let (env, sub, sha_a) = (&s.env, &s.sub, &s.bundles.sha_a);
+    let result_topic = format!("vigil/{DEVICE}/cam0/result");
+    let o = env.deploy(&["--reload", "--model", Scenario::path(&s.bundles.bad)]);
     let log = stderr(&o);
     assert!(!o.status.success(), "{log}");
     assert!(
@@ -503,32 +592,38 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
         > n + 10));
     assert!(results(&sub.on(&result_topic)[n..])
         .iter()
-        .all(|r| r.model.sha256 == sha_a));
-    assert!(wait_until(Duration::from_secs(5), || last_stats(&sub)
+        .all(|r| r.model.sha256 == *sha_a));
+    assert!(wait_until(Duration::from_secs(5), || last_stats(sub)
         .is_some_and(|s| s.pipeline.reloads_refused >= 1)));
+}
 
-    // 6. The MQTT command: a wrong token is refused; the right one reloads B from its release.
-    let cmd = |payload: serde_json::Value| {
-        let mut o = rumqttc::MqttOptions::new("deploy-e2e-cmd", "127.0.0.1", broker.port);
-        o.set_keep_alive(Duration::from_secs(5));
-        let (c, mut conn) = rumqttc::Client::new(o, 8);
-        c.publish(
-            format!("vigil/{DEVICE}/command/reload"),
-            rumqttc::QoS::AtLeastOnce,
-            false,
-            payload.to_string(),
-        )
-        .unwrap();
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) =
-                conn.recv_timeout(Duration::from_millis(100))
-            {
-                break;
-            }
+/// Publishes one `…/command/reload` message (QoS 1, waits for the PubAck).
+fn send_command(port: u16, payload: serde_json::Value) {
+    let mut o = rumqttc::MqttOptions::new("deploy-e2e-cmd", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (c, mut conn) = rumqttc::Client::new(o, 8);
+    c.publish(
+        format!("vigil/{DEVICE}/command/reload"),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        payload.to_string(),
+    )
+    .unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) =
+            conn.recv_timeout(Duration::from_millis(100))
+        {
+            break;
         }
-        let _ = c.disconnect();
-    };
+    }
+    let _ = c.disconnect();
+}
+
+/// 6. The MQTT command: a wrong token is refused; the right one reloads B from its release.
+fn mqtt_command_reloads_with_the_token_only(s: &Scenario, r2: &str) {
+    let (sub, prefix, sha_b) = (&s.sub, &s.prefix, &s.bundles.sha_b);
+    let cmd = |payload: serde_json::Value| send_command(s.broker.port, payload);
     let cmd_results = || -> Vec<CommandResult> {
         sub.on(&format!("vigil/{DEVICE}/command/result"))
             .iter()
@@ -544,8 +639,8 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
         .find(|r| r.request_id.as_deref() == Some("w"))
         .unwrap();
     assert!(!w.ok && w.error.as_deref() == Some("wrong token"), "{w:?}");
-    let b_model = prefix.join("releases").join(&r2).join("model");
-    let n = statuses(&sub).len();
+    let b_model = prefix.join("releases").join(r2).join("model");
+    let n = statuses(sub).len();
     cmd(serde_json::json!({"token": TOKEN, "bundle": b_model, "request_id": "ok"}));
     assert!(wait_until(Duration::from_secs(20), || cmd_results()
         .iter()
@@ -554,13 +649,27 @@ fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
         .into_iter()
         .find(|r| r.request_id.as_deref() == Some("ok"))
         .unwrap();
-    assert!(ok.ok && ok.model.sha256 == sha_b, "{ok:?}");
+    assert!(ok.ok && ok.model.sha256 == *sha_b, "{ok:?}");
     assert!(wait_until(Duration::from_secs(10), || online_with(
-        &sub, &sha_b, n
+        sub, sha_b, n
     )));
+}
 
+#[test]
+fn deploy_over_ssh_installs_upgrades_rolls_back_and_hot_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Scenario::start(dir.path(), bundles(dir.path()));
+    let mut t = Timings::default();
+    dry_run_changes_nothing(&s);
+    let r1 = first_install(&s, &mut t);
+    let r2 = upgrade_then_refuse_a_corrupt_bundle(&s, &r1, &mut t);
+    broken_bundle_rolls_back(&s, &r1, &r2, &mut t);
+    let r4 = hot_reload_loses_no_frame(&s, &mut t);
+    unloadable_reload_is_refused(&s, &r4);
+    mqtt_command_reloads_with_the_token_only(&s, &r2);
     eprintln!(
-        "deploy timings: first install {first_s:.1} s, upgrade {upgrade_s:.1} s, \
-         failed deploy + rollback {rollback_s:.1} s, hot reload {reload_s:.1} s"
+        "deploy timings: first install {:.1} s, upgrade {:.1} s, \
+         failed deploy + rollback {:.1} s, hot reload {:.1} s",
+        t.first_s, t.upgrade_s, t.rollback_s, t.reload_s
     );
 }

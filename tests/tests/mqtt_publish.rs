@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mqtt_support::{free_port, result_ids, wait_until, Mosquitto, Subscriber};
-use vigil_appliance::publish::{
-    start_embedded_broker, FrameReport, MaskImage, PublishConfig, Publisher, PublisherHandle,
-};
+use vigil_appliance::pipeline::Record;
+use vigil_appliance::publish::{start_embedded_broker, PublishConfig, Publisher, PublisherHandle};
 use vigil_shared::mask::decode_png_gray;
 use vigil_shared::messages::{LatencyMs, ModelRef};
 
@@ -31,7 +30,7 @@ fn config(port: u16, device: &str, spool: &Path) -> PublishConfig {
         spool.to_path_buf(),
     )
     .unwrap();
-    c.stats_interval = Duration::from_millis(500);
+    c.mqtt.stats_interval = Duration::from_millis(500);
     c.reconnect_max = Duration::from_millis(500);
     c.drain_timeout = Duration::from_secs(10);
     c.queue_capacity = 1024;
@@ -39,11 +38,12 @@ fn config(port: u16, device: &str, spool: &Path) -> PublishConfig {
 }
 
 /// Every fifth frame is anomalous and carries a mask whose pixels encode its id.
-fn report(i: u64, source: &Arc<str>) -> FrameReport {
+fn report(i: u64, source: &Arc<str>) -> Record {
     let anomalous = i.is_multiple_of(5);
-    FrameReport {
+    Record {
         frame_id: i,
-        source: source.clone(),
+        capture_id: i,
+        source: source.to_string(),
         captured_at: SystemTime::now(),
         score: if anomalous { 0.9 } else { 0.1 },
         normalized_score: if anomalous { 0.8 } else { 0.2 },
@@ -54,11 +54,12 @@ fn report(i: u64, source: &Arc<str>) -> FrameReport {
             infer: 2.5,
             total: 3.0,
         },
-        mask: anomalous.then(|| MaskImage {
-            pixels: vec![(i % 256) as u8; (MASK * MASK) as usize],
-            width: MASK,
-            height: MASK,
-        }),
+        label: None,
+        mask: vec![(i % 256) as u8; (MASK * MASK) as usize],
+        has_mask: anomalous,
+        mask_width: MASK,
+        mask_height: MASK,
+        model_gen: 0,
     }
 }
 
@@ -89,7 +90,7 @@ fn full_run(port: u16, device: &str) {
         sub.wait_connected(Duration::from_secs(10)),
         "subscriber never connected"
     );
-    let publisher = Publisher::start(config(port, device, spool.path()), 0).unwrap();
+    let publisher = Publisher::start(config(port, device, spool.path())).unwrap();
     let status = format!("{prefix}/status");
     assert!(
         wait_until(Duration::from_secs(10), || sub

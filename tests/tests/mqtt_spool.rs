@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mqtt_support::{free_port, result_ids, wait_until, Mosquitto, Subscriber};
-use vigil_appliance::publish::{FrameReport, PublishConfig, Publisher, PublisherHandle};
+use vigil_appliance::pipeline::Record;
+use vigil_appliance::publish::{PublishConfig, Publisher, PublisherHandle};
 use vigil_shared::messages::{LatencyMs, ModelRef};
 
 fn config(port: u16, device: &str, spool: &Path) -> PublishConfig {
@@ -34,10 +35,11 @@ fn config(port: u16, device: &str, spool: &Path) -> PublishConfig {
     c
 }
 
-fn report(i: u64, source: &Arc<str>) -> FrameReport {
-    FrameReport {
+fn report(i: u64, source: &Arc<str>) -> Record {
+    Record {
         frame_id: i,
-        source: source.clone(),
+        capture_id: i,
+        source: source.to_string(),
         captured_at: SystemTime::now(),
         score: 0.1,
         normalized_score: 0.2,
@@ -48,7 +50,8 @@ fn report(i: u64, source: &Arc<str>) -> FrameReport {
             infer: 1.0,
             total: 1.2,
         },
-        mask: None,
+        // No mask.
+        ..Record::new(0, 0)
     }
 }
 
@@ -90,7 +93,7 @@ fn mqtt_broker_down_5s_mid_run_every_result_arrives_in_order() {
     let result = "vigil/restart/cam0/result";
     let sub = Subscriber::start(broker.port, "restart-sub", result, true);
     assert!(sub.wait_connected(Duration::from_secs(10)));
-    let publisher = Publisher::start(config(broker.port, "restart", spool.path()), 0).unwrap();
+    let publisher = Publisher::start(config(broker.port, "restart", spool.path())).unwrap();
     let handle = publisher.handle();
     // 300 frames at 30 fps: 10 s, with the broker gone from 3 s to 8 s.
     let sender = std::thread::spawn(move || send(&handle, 0..N, 30.0));
@@ -146,7 +149,7 @@ fn mqtt_unreachable_broker_at_start_keeps_retrying_and_spools() {
     let result = "vigil/late-broker/cam0/result";
     let mut broker = broker_with_session(dir.path(), "late-sub", result);
     // The broker is down: the publisher starts anyway and spools.
-    let publisher = Publisher::start(config(broker.port, "late-broker", spool.path()), 0).unwrap();
+    let publisher = Publisher::start(config(broker.port, "late-broker", spool.path())).unwrap();
     send(&publisher.handle(), 0..N, 200.0);
     std::thread::sleep(Duration::from_secs(2));
     let on_disk: u64 = std::fs::read_dir(spool.path())
@@ -182,8 +185,8 @@ fn mqtt_full_spool_drops_oldest_counts_them_and_delivers_the_rest_after_restart(
     let result = "vigil/full/cam0/result";
     let mut broker = broker_with_session(dir.path(), "full-sub", result);
     let mut cfg = config(broker.port, "full", spool.path());
-    cfg.spool_max_bytes = 16 << 10;
-    let publisher = Publisher::start(cfg.clone(), 0).unwrap();
+    cfg.mqtt.spool_max_bytes = 16 << 10;
+    let publisher = Publisher::start(cfg.clone()).unwrap();
     send(&publisher.handle(), 0..N, 1000.0);
     std::thread::sleep(Duration::from_millis(300));
     let first = publisher.shutdown().unwrap();
@@ -199,7 +202,7 @@ fn mqtt_full_spool_drops_oldest_counts_them_and_delivers_the_rest_after_restart(
     // vigild restarts with the broker back: the surviving (newest) results go out in order.
     broker.start();
     let sub = Subscriber::start(broker.port, "full-sub", result, true);
-    let second = Publisher::start(cfg, 0).unwrap();
+    let second = Publisher::start(cfg).unwrap();
     let kept = first.spooled as usize;
     assert!(
         wait_until(Duration::from_secs(20), || sub.count(result) >= kept),

@@ -529,26 +529,17 @@ fn boot(kernel: &Kernel, initrd: &Path) -> (String, Duration) {
     (text, t0.elapsed())
 }
 
-#[test]
-fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
-    let started = Instant::now();
-    need_tool("qemu-system-x86_64", "qemu-system-x86");
-    need_tool("busybox", "busybox-static");
-    need_tool("apt-get", "apt");
-    let kernel = kernel();
-    let kernel_s = started.elapsed().as_secs_f64();
-
-    // The model and the parts, exactly as `vigil demo` makes them.
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
+/// The line model, exactly as `vigil demo` makes it (or, with `VIGIL_VIVID_MODEL=DIR` during
+/// development, trained into DIR once and reused).
+fn line_model(dir: &Path) -> PathBuf {
+    let model = dir.join("model");
     let recipe = ModelRecipe {
         kind: SurfaceKind::BrushedMetal,
         size: SIZE,
         epochs: 3,
         seed: 0,
     };
-    // VIGIL_VIVID_MODEL=DIR (development): train into DIR once, then reuse that bundle.
-    let model = match std::env::var_os("VIGIL_VIVID_MODEL") {
+    match std::env::var_os("VIGIL_VIVID_MODEL") {
         Some(m) => {
             let m = PathBuf::from(m);
             if !m.join("manifest.json").is_file() {
@@ -560,13 +551,15 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
             train_line_model(&model, &recipe, false).unwrap();
             model
         }
-    };
-    let trained_s = started.elapsed().as_secs_f64();
-    let line = dir.path().join("line");
-    let parts = write_line(&line, SurfaceKind::BrushedMetal, 40, SIZE, 1, 0.5, 7).unwrap();
+    }
+}
 
-    // Full frames of each part, as PNG (reference replay) and raw gray (the guest).
-    let frames = dir.path().join("frames");
+/// The line's parts and their full frames, as PNG (reference replay) and raw gray (the guest)
+/// in `dir/frames`.
+fn line_frames(dir: &Path) -> (Vec<LinePart>, PathBuf) {
+    let line = dir.join("line");
+    let parts = write_line(&line, SurfaceKind::BrushedMetal, 40, SIZE, 1, 0.5, 7).unwrap();
+    let frames = dir.join("frames");
     std::fs::create_dir_all(&frames).unwrap();
     for LinePart { name, .. } in &parts {
         let (px, w, h, _) = decode_png_gray(&std::fs::read(line.join(name)).unwrap()).unwrap();
@@ -580,8 +573,18 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
         .unwrap();
         std::fs::write(frames.join(format!("{stem}.gray")), &f).unwrap();
     }
-    let reference = reference_scores(&model, &frames, parts.len());
-    // The clearest two of each kind: the test is about the camera path, not the model.
+    (parts, frames)
+}
+
+/// The parts the VM shows: the clearest two good and two defective ones by the reference
+/// replay (the test is about the camera path, not the model), and the raw-score threshold.
+struct Chosen {
+    good: Vec<(String, f32)>,
+    bad: Vec<(String, f32)>,
+    th: f32,
+}
+
+fn choose_parts(parts: &[LinePart], reference: &BTreeMap<String, FrameResult>) -> Chosen {
     let scored = |defective: bool| {
         let mut v: Vec<(String, f32)> = parts
             .iter()
@@ -618,26 +621,68 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
             "defective part {n}: reference score {s}, threshold {th}"
         );
     }
+    Chosen { good, bad, th }
+}
+
+/// The guest helper's plan: images, the two stalls and the unplug.
+fn guest_plan(c: &Chosen) -> String {
     let step = |n: &str| format!("{n}:{FRAMES_PER_STEP}");
-    let plan = [
-        step(&good[0].0),
-        step(&bad[0].0),
-        step(&good[1].0),
+    [
+        step(&c.good[0].0),
+        step(&c.bad[0].0),
+        step(&c.good[1].0),
         format!("stall:{SHORT_STALL_S}"),
-        step(&bad[1].0),
+        step(&c.bad[1].0),
         format!("stall:{LONG_STALL_S}"),
-        step(&good[0].0),
-        step(&bad[0].0),
+        step(&c.good[0].0),
+        step(&c.bad[0].0),
         format!("unplug:{UNPLUG_S}"),
     ]
-    .join(",");
+    .join(",")
+}
 
-    let stage = dir.path().join("initramfs");
-    let initrd = build_initramfs(&stage, &kernel, &model, &frames, &plan);
-    let prepared_s = started.elapsed().as_secs_f64();
-    let (console, vm_time) = boot(&kernel, &initrd);
-    let fail = |msg: String| -> ! {
-        let lines: Vec<&str> = console
+/// What the VM's console says: the guest's steps (with their console line), the broker's
+/// results and stats, and vigild's log.
+struct Run<'a> {
+    console: &'a str,
+    lines: Vec<&'a str>,
+    steps: Vec<(String, u64, usize)>,
+    results: Vec<FrameResult>,
+    stats: Vec<Stats>,
+}
+
+impl<'a> Run<'a> {
+    fn parse(console: &'a str) -> Run<'a> {
+        let lines: Vec<&str> = console.lines().collect();
+        let mut steps: Vec<(String, u64, usize)> = Vec::new();
+        let mut results: Vec<FrameResult> = Vec::new();
+        let mut stats: Vec<Stats> = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            if let Some(s) = after(l, "VIVID-STEP ") {
+                let (name, ms) = s.split_once(' ').unwrap();
+                steps.push((name.to_string(), ms.parse().unwrap(), i));
+            } else if let Some(m) = after(l, "VIVID-MSG ") {
+                let (topic, json) = m.split_once(' ').unwrap();
+                if topic.ends_with("/result") {
+                    results.push(serde_json::from_str(json).expect("result JSON"));
+                } else if topic.ends_with("/stats") {
+                    stats.push(serde_json::from_str(json).expect("stats JSON"));
+                }
+            }
+        }
+        Run {
+            console,
+            lines,
+            steps,
+            results,
+            stats,
+        }
+    }
+
+    /// Fails the test with the console's tail (broker messages left out).
+    fn fail(&self, msg: String) -> ! {
+        let lines: Vec<&str> = self
+            .console
             .lines()
             .filter(|l| !l.contains("VIVID-MSG "))
             .collect();
@@ -646,87 +691,76 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
             cache_dir().join("console.log").display(),
             lines[lines.len().saturating_sub(60)..].join("\n")
         )
-    };
-    if let Some(e) = console.lines().find(|l| l.contains("VIVID-ERROR")) {
-        fail(format!("guest error: {e}"));
     }
 
-    // Format: MJPG asked for, YUYV granted, detected and converted.
-    let granted = console
-        .lines()
-        .find_map(|l| after(l, "vigild: source v4l:/dev/video0: "))
-        .unwrap_or_else(|| fail("vigild did not report the granted format".into()));
-    if !(granted.contains("granted YUYV 640x480")
-        && granted.contains("driver substituted: requested MJPG 640x480")
-        && granted.contains("converting YUYV → 1 channel(s)"))
-    {
-        fail(format!("unexpected format negotiation: {granted}"));
-    }
-
-    // Steps (with their console line), results and stats.
-    let lines: Vec<&str> = console.lines().collect();
-    let mut steps: Vec<(String, u64, usize)> = Vec::new();
-    let mut results: Vec<FrameResult> = Vec::new();
-    let mut stats: Vec<Stats> = Vec::new();
-    for (i, l) in lines.iter().enumerate() {
-        if let Some(s) = after(l, "VIVID-STEP ") {
-            let (name, ms) = s.split_once(' ').unwrap();
-            steps.push((name.to_string(), ms.parse().unwrap(), i));
-        } else if let Some(m) = after(l, "VIVID-MSG ") {
-            let (topic, json) = m.split_once(' ').unwrap();
-            if topic.ends_with("/result") {
-                results.push(serde_json::from_str(json).expect("result JSON"));
-            } else if topic.ends_with("/stats") {
-                stats.push(serde_json::from_str(json).expect("stats JSON"));
-            }
-        }
-    }
-    // (unix ms, console line) of the `nth` step called `name`.
-    let step_at = |name: &str, nth: usize| -> (u64, usize) {
-        steps
+    /// (unix ms, console line) of the `nth` step called `name`.
+    fn step_at(&self, name: &str, nth: usize) -> (u64, usize) {
+        self.steps
             .iter()
             .filter(|s| s.0 == name)
             .nth(nth)
             .map(|s| (s.1, s.2))
-            .unwrap_or_else(|| fail(format!("the guest logged no step {name:?} #{}", nth + 1)))
-    };
-    // vigild's log lines containing `what` between two console lines.
-    let logged = |from: usize, to: usize, what: &str| -> usize {
-        lines[from..to]
+            .unwrap_or_else(|| self.fail(format!("the guest logged no step {name:?} #{}", nth + 1)))
+    }
+
+    /// vigild's log lines containing `what` between two console lines.
+    fn logged(&self, from: usize, to: usize, what: &str) -> usize {
+        self.lines[from..to]
             .iter()
             .filter(|l| l.contains("vigild: ") && l.contains(what))
             .count()
-    };
-    // The largest `capture_errors` (timeouts + errors + reopens) published in [from, to) ms.
-    let counted = |from: u64, to: u64| -> u64 {
+    }
+
+    /// The largest `capture_errors` (timeouts + errors + reopens) published in [from, to) ms.
+    fn counted(&self, from: u64, to: u64) -> u64 {
         let (from, to) = (
             rfc3339_from_unix_ms(from as i64),
             rfc3339_from_unix_ms(to as i64),
         );
-        stats
+        self.stats
             .iter()
             .filter(|s| s.at >= from && s.at < to)
             .map(|s| s.pipeline.capture_errors)
             .max()
             .unwrap_or(0)
-    };
-    let (short_stall, long_stall) = (step_at("stall", 0), step_at("stall", 1));
-    let short_unstall = step_at("unstall", 0);
-    let (end, unplug, replug) = (
-        step_at("end", 0),
-        step_at("unplug", 0),
-        step_at("replug", 0),
-    );
+    }
+}
 
-    // Every image: flagged or not as the replay says, with the same score.
-    let verdict: BTreeMap<&str, bool> = good
+/// Format: MJPG asked for, YUYV granted, detected and converted.
+fn check_format(run: &Run) {
+    if let Some(e) = run.console.lines().find(|l| l.contains("VIVID-ERROR")) {
+        run.fail(format!("guest error: {e}"));
+    }
+    let granted = run
+        .console
+        .lines()
+        .find_map(|l| after(l, "vigild: source v4l:/dev/video0: "))
+        .unwrap_or_else(|| run.fail("vigild did not report the granted format".into()));
+    if !(granted.contains("granted YUYV 640x480")
+        && granted.contains("driver substituted: requested MJPG 640x480")
+        && granted.contains("converting YUYV → 1 channel(s)"))
+    {
+        run.fail(format!("unexpected format negotiation: {granted}"));
+    }
+}
+
+/// Every image: flagged or not as the replay says, with the same score. Returns how many
+/// results were checked, and how many of them after the stalls.
+fn check_verdicts(
+    run: &Run,
+    c: &Chosen,
+    reference: &BTreeMap<String, FrameResult>,
+) -> (usize, usize) {
+    let short_unstall = run.step_at("unstall", 0);
+    let verdict: BTreeMap<&str, bool> = c
+        .good
         .iter()
         .map(|(n, _)| (n.as_str(), false))
-        .chain(bad.iter().map(|(n, _)| (n.as_str(), true)))
+        .chain(c.bad.iter().map(|(n, _)| (n.as_str(), true)))
         .collect();
     let mut checked = 0;
     let mut after_stall = 0;
-    for w in steps.windows(2) {
+    for w in run.steps.windows(2) {
         let (name, from) = (&w[0].0, w[0].1);
         let Some(&anomalous) = verdict.get(name.as_str()) else {
             continue; // stall, unstall, end…
@@ -734,12 +768,13 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
         let lo = rfc3339_from_unix_ms((from + GUARD_MS) as i64);
         let hi = rfc3339_from_unix_ms(w[1].1 as i64);
         // RFC 3339 with fixed-width milliseconds sorts as text.
-        let seg: Vec<&FrameResult> = results
+        let seg: Vec<&FrameResult> = run
+            .results
             .iter()
             .filter(|r| r.captured_at >= lo && r.captured_at < hi)
             .collect();
         if seg.len() < 2 {
-            fail(format!(
+            run.fail(format!(
                 "{name}: {} result(s) captured between {lo} and {hi}",
                 seg.len()
             ));
@@ -747,17 +782,17 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
         let want = reference[&format!("{name}.png")].score;
         for r in &seg {
             if r.source != "v4l:/dev/video0" {
-                fail(format!("frame {} came from {:?}", r.frame_id, r.source));
+                run.fail(format!("frame {} came from {:?}", r.frame_id, r.source));
             }
             if r.anomalous != anomalous {
-                fail(format!(
+                run.fail(format!(
                     "{name} (defective: {anomalous}): frame {} scored {} against threshold {}",
                     r.frame_id, r.score, r.threshold
                 ));
             }
             // The same pixels as the replay, up to YUYV's limited-range rounding.
-            if (r.score - want).abs() > 0.05 * th {
-                fail(format!(
+            if (r.score - want).abs() > 0.05 * c.th {
+                run.fail(format!(
                     "{name}: frame {} scored {} in the VM, {want} by replay",
                     r.frame_id, r.score
                 ));
@@ -769,73 +804,123 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
         }
     }
     if after_stall < 6 {
-        fail(format!(
+        run.fail(format!(
             "only {after_stall} results checked after the stalls"
         ));
     }
+    (checked, after_stall)
+}
 
+/// The stalls and the unplug, each recovered the way it should be. Returns the reopens the
+/// long stall cost and the results captured after the replug.
+fn check_recoveries(run: &Run) -> (usize, usize) {
+    let (short_stall, long_stall) = (run.step_at("stall", 0), run.step_at("stall", 1));
+    let short_unstall = run.step_at("unstall", 0);
+    let (end, unplug, replug) = (
+        run.step_at("end", 0),
+        run.step_at("unplug", 0),
+        run.step_at("replug", 0),
+    );
     // Short stall: a dequeue timed out (published in the stats), and the same stream went on
     // (no reopen); the images after it were checked above.
-    let before = counted(0, short_stall.0);
-    let during = counted(short_unstall.0, long_stall.0);
-    if during <= before || logged(short_stall.1, long_stall.1, "reopening") != 0 {
-        fail(format!(
+    let before = run.counted(0, short_stall.0);
+    let during = run.counted(short_unstall.0, long_stall.0);
+    if during <= before || run.logged(short_stall.1, long_stall.1, "reopening") != 0 {
+        run.fail(format!(
             "short stall: capture errors {before} → {during}, {} reopen(s)",
-            logged(short_stall.1, long_stall.1, "reopening")
+            run.logged(short_stall.1, long_stall.1, "reopening")
         ));
     }
     // Long stall: two timeouts in a row, closed and reopened.
-    let long_reopens = logged(long_stall.1, end.1, "no frame for 2 timeouts in a row");
-    if long_reopens == 0 || logged(long_stall.1, end.1, "reopened") < long_reopens {
-        fail("long stall: vigild did not reopen the camera".into());
+    let long_reopens = run.logged(long_stall.1, end.1, "no frame for 2 timeouts in a row");
+    if long_reopens == 0 || run.logged(long_stall.1, end.1, "reopened") < long_reopens {
+        run.fail("long stall: vigild did not reopen the camera".into());
     }
     // No capture error up to the unplug: a buffer queued twice after a timeout would have been
     // one (EINVAL).
-    let early = logged(0, unplug.1, "failed: ") + logged(0, unplug.1, "frame skipped");
+    let early = run.logged(0, unplug.1, "failed: ") + run.logged(0, unplug.1, "frame skipped");
     if early != 0 {
-        fail(format!("{early} capture error(s) before the unplug"));
+        run.fail(format!("{early} capture error(s) before the unplug"));
     }
     // Unplug: the dequeue failed, reopening found no camera until it came back, then
     // frames again.
-    if logged(unplug.1, lines.len(), "failed: ") == 0 {
-        fail("unplug: no failed dequeue logged".into());
+    let n = run.lines.len();
+    if run.logged(unplug.1, n, "failed: ") == 0 {
+        run.fail("unplug: no failed dequeue logged".into());
     }
-    if logged(replug.1, lines.len(), "reopened") == 0 {
-        fail("unplug: vigild did not reopen the camera after it came back".into());
+    if run.logged(replug.1, n, "reopened") == 0 {
+        run.fail("unplug: vigild did not reopen the camera after it came back".into());
     }
     let replugged = rfc3339_from_unix_ms(replug.0 as i64);
-    let after_replug = results
+    let after_replug = run
+        .results
         .iter()
         .filter(|r| r.captured_at >= replugged && r.source == "v4l:/dev/video0")
         .count();
     if after_replug == 0 {
-        fail("unplug: no result captured after the camera came back".into());
+        run.fail("unplug: no result captured after the camera came back".into());
     }
+    (long_reopens, after_replug)
+}
 
-    // vigild's own count of all this, and what its stats published.
-    let summary: serde_json::Value = lines
+/// vigild's own count of all this (its summary), and what its stats published; a clean exit.
+/// Returns the summary.
+fn check_summary(run: &Run, long_reopens: usize) -> serde_json::Value {
+    let replug = run.step_at("replug", 0);
+    let summary: serde_json::Value = run
+        .lines
         .iter()
         .find_map(|l| after(l, "vigild: summary "))
         .map(|j| serde_json::from_str(j).unwrap())
-        .unwrap_or_else(|| fail("no summary from vigild".into()));
+        .unwrap_or_else(|| run.fail("no summary from vigild".into()));
     let timeouts = summary["capture_timeouts"].as_u64().unwrap();
     let reopens = summary["reopens"].as_u64().unwrap();
     let errors = summary["capture_errors"].as_u64().unwrap();
     if timeouts < 2 * long_reopens as u64 + 1 || reopens < long_reopens as u64 + 1 || errors == 0 {
-        fail(format!(
+        run.fail(format!(
             "vigild counted {timeouts} timeouts, {reopens} reopens, {errors} capture errors"
         ));
     }
-    let published = counted(replug.0, u64::MAX / 2);
+    let published = run.counted(replug.0, u64::MAX / 2);
     if published < timeouts + reopens + errors {
-        fail(format!(
+        run.fail(format!(
             "the last stats count {published} capture errors, vigild's summary {timeouts} \
              timeouts + {reopens} reopens + {errors} errors"
         ));
     }
-    if !console.contains("VIVID-VIGILD-EXIT 0") {
-        fail("vigild did not exit cleanly".into());
+    if !run.console.contains("VIVID-VIGILD-EXIT 0") {
+        run.fail("vigild did not exit cleanly".into());
     }
+    summary
+}
+
+#[test]
+fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
+    let started = Instant::now();
+    need_tool("qemu-system-x86_64", "qemu-system-x86");
+    need_tool("busybox", "busybox-static");
+    need_tool("apt-get", "apt");
+    let kernel = kernel();
+    let kernel_s = started.elapsed().as_secs_f64();
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = line_model(dir.path());
+    let trained_s = started.elapsed().as_secs_f64();
+    let (parts, frames) = line_frames(dir.path());
+    let reference = reference_scores(&model, &frames, parts.len());
+    let chosen = choose_parts(&parts, &reference);
+    let plan = guest_plan(&chosen);
+
+    let stage = dir.path().join("initramfs");
+    let initrd = build_initramfs(&stage, &kernel, &model, &frames, &plan);
+    let prepared_s = started.elapsed().as_secs_f64();
+    let (console, vm_time) = boot(&kernel, &initrd);
+    let run = Run::parse(&console);
+    check_format(&run);
+    let (checked, after_stall) = check_verdicts(&run, &chosen, &reference);
+    let (long_reopens, after_replug) = check_recoveries(&run);
+    let summary = check_summary(&run, long_reopens);
+
     let booted: f64 = console
         .lines()
         .find_map(|l| after(l, "VIVID-BOOTED "))
@@ -846,15 +931,17 @@ fn vigild_captures_from_the_vivid_kernel_driver_in_a_vm() {
          prepared by {prepared_s:.0} s; VM {:.0} s (modules loaded {booted:.1} s after boot); \
          {} results, {checked} checked ({after_stall} after the stalls, {after_replug} after \
          the replug); vigild: {} frames scored ({} dropped, {} drained), deadline misses {}, \
-         timeouts {timeouts}, reopens {reopens}, capture errors {errors}, infer p50 {:.0} ms; \
-         total {:.0} s",
+         timeouts {}, reopens {}, capture errors {}, infer p50 {:.0} ms; total {:.0} s",
         kernel.version,
         vm_time.as_secs_f64(),
-        results.len(),
+        run.results.len(),
         summary["frames"],
         summary["dropped_frames"],
         summary["drained_frames"],
         summary["deadline_misses"],
+        summary["capture_timeouts"],
+        summary["reopens"],
+        summary["capture_errors"],
         summary["latency_ms"]["infer"]["p50"]
             .as_f64()
             .unwrap_or(f64::NAN),

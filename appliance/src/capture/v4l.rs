@@ -89,10 +89,44 @@ fn open_device(
         Some(libc::EACCES) => "permission denied (add the user to the `video` group)".to_string(),
         _ => e.to_string(),
     })?;
+    check_caps(&dev)?;
+    let (want, offered) = choose_format(&dev, req.format)?;
+    let layout = set_format(&dev, req, want)?;
+    let fps = match dev.set_params(&v4l::video::capture::Parameters::with_fps(
+        req.fps.round().max(1.0) as u32,
+    )) {
+        Ok(p) if p.interval.numerator > 0 => {
+            Some(f64::from(p.interval.denominator) / f64::from(p.interval.numerator))
+        }
+        _ => None,
+    };
+    let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, BUFFERS)
+        .map_err(|e| format!("VIDIOC_REQBUFS/mmap: {e}"))?;
+    stream.set_timeout(timeout);
+    let handle = stream.handle();
+    let neg = Negotiated {
+        requested: req.format,
+        requested_size: (req.width, req.height),
+        layout,
+        fps,
+        offered: offered.iter().map(|f| fourcc_str(*f)).collect(),
+    };
+    let session = Session {
+        stream,
+        handle,
+        _dev: dev,
+        resync: false,
+        timeouts_in_row: 0,
+    };
+    Ok((session, neg))
+}
+
+/// A capture device with streaming I/O.
+fn check_caps(dev: &Device) -> Result<(), String> {
+    use v4l::capability::Flags;
     let caps = dev
         .query_caps()
         .map_err(|e| format!("VIDIOC_QUERYCAP: {e}"))?;
-    use v4l::capability::Flags;
     if !caps.capabilities.contains(Flags::VIDEO_CAPTURE) {
         return Err(format!(
             "{} ({}) is not a video capture device",
@@ -105,14 +139,22 @@ fn open_device(
             caps.card, caps.driver
         ));
     }
+    Ok(())
+}
+
+/// The requested format if offered, else the first convertible one in our preference order;
+/// and every format the driver lists.
+fn choose_format(
+    dev: &Device,
+    requested: PixelFormat,
+) -> Result<(PixelFormat, Vec<FourCC>), String> {
     let offered: Vec<FourCC> = dev
         .enum_formats()
         .map_err(|e| format!("VIDIOC_ENUM_FMT: {e}"))?
         .into_iter()
         .map(|d| d.fourcc)
         .collect();
-    // The requested format if offered, else the first convertible one in our preference order.
-    let want = std::iter::once(req.format)
+    let want = std::iter::once(requested)
         .chain(PixelFormat::ALL)
         .find(|p| offered.iter().any(|o| o.repr == p.fourcc()))
         .ok_or_else(|| {
@@ -125,6 +167,11 @@ fn open_device(
                     .join(", ")
             )
         })?;
+    Ok((want, offered))
+}
+
+/// Asks for `want` at the requested size; returns what the driver granted.
+fn set_format(dev: &Device, req: &V4lConfig, want: PixelFormat) -> Result<RawLayout, String> {
     let mut fmt = dev.format().map_err(|e| format!("VIDIOC_G_FMT: {e}"))?;
     fmt.width = req.width;
     fmt.height = req.height;
@@ -141,43 +188,14 @@ fn open_device(
             fourcc_str(granted.fourcc)
         )
     })?;
-    let fps = match dev.set_params(&v4l::video::capture::Parameters::with_fps(
-        req.fps.round().max(1.0) as u32,
-    )) {
-        Ok(p) if p.interval.numerator > 0 => {
-            Some(f64::from(p.interval.denominator) / f64::from(p.interval.numerator))
-        }
-        _ => None,
-    };
-    let layout = RawLayout {
+    Ok(RawLayout {
         format,
         width: granted.width as usize,
         height: granted.height as usize,
         stride: granted.stride as usize,
         // YUV defaults to limited range in V4L2 unless the driver says full range.
         limited_range: !matches!(granted.quantization, Quantization::FullRange),
-    };
-    let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, BUFFERS)
-        .map_err(|e| format!("VIDIOC_REQBUFS/mmap: {e}"))?;
-    stream.set_timeout(timeout);
-    let handle = stream.handle();
-    let neg = Negotiated {
-        requested: req.format,
-        requested_size: (req.width, req.height),
-        layout,
-        fps,
-        offered: offered.iter().map(|f| fourcc_str(*f)).collect(),
-    };
-    Ok((
-        Session {
-            stream,
-            handle,
-            _dev: dev,
-            resync: false,
-            timeouts_in_row: 0,
-        },
-        neg,
-    ))
+    })
 }
 
 /// Drops a session; the v4l crate panics in `Drop` when STREAMOFF fails with anything but
@@ -255,6 +273,47 @@ impl V4lSource {
     }
 }
 
+impl V4lSource {
+    /// After a timeout, one dequeue without requeueing (see the module docs); true when the
+    /// stream is in step and the next frame can be taken.
+    fn resync(&mut self, stats: &CaptureStats) -> bool {
+        let Some(s) = self.session.as_mut() else {
+            return false;
+        };
+        if !s.resync {
+            return true;
+        }
+        match CaptureStream::dequeue(&mut s.stream) {
+            Ok(_) => {
+                s.resync = false;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                self.timed_out(stats);
+                false
+            }
+            Err(e) => {
+                CaptureStats::bump(&stats.errors);
+                self.drop_session(&format!("dequeue failed: {e}"));
+                false
+            }
+        }
+    }
+
+    /// A dequeue timed out: counted, and after too many in a row the device is reopened.
+    fn timed_out(&mut self, stats: &CaptureStats) {
+        CaptureStats::bump(&stats.timeouts);
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        s.timeouts_in_row += 1;
+        if s.timeouts_in_row >= TIMEOUTS_BEFORE_REOPEN {
+            let why = format!("no frame for {} timeouts in a row", s.timeouts_in_row);
+            self.drop_session(&why);
+        }
+    }
+}
+
 impl Source for V4lSource {
     fn geometry(&self) -> (usize, usize, usize) {
         (self.neg.layout.width, self.neg.layout.height, self.channels)
@@ -300,29 +359,12 @@ impl Source for V4lSource {
             if self.session.is_none() && self.reopen(stats, stop).is_none() {
                 return Ok(Next::Stopped);
             }
+            if !self.resync(stats) {
+                continue;
+            }
             let Some(s) = self.session.as_mut() else {
                 continue;
             };
-            if s.resync {
-                match CaptureStream::dequeue(&mut s.stream) {
-                    Ok(_) => s.resync = false,
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        CaptureStats::bump(&stats.timeouts);
-                        s.timeouts_in_row += 1;
-                        if s.timeouts_in_row >= TIMEOUTS_BEFORE_REOPEN {
-                            let why =
-                                format!("no frame for {} timeouts in a row", s.timeouts_in_row);
-                            self.drop_session(&why);
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        CaptureStats::bump(&stats.errors);
-                        self.drop_session(&format!("dequeue failed: {e}"));
-                        continue;
-                    }
-                }
-            }
             let t0 = Instant::now();
             let at = SystemTime::now();
             let layout = self.neg.layout;
@@ -355,13 +397,8 @@ impl Source for V4lSource {
                     return Ok(Next::Frame);
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    CaptureStats::bump(&stats.timeouts);
                     s.resync = true;
-                    s.timeouts_in_row += 1;
-                    if s.timeouts_in_row >= TIMEOUTS_BEFORE_REOPEN {
-                        let why = format!("no frame for {} timeouts in a row", s.timeouts_in_row);
-                        self.drop_session(&why);
-                    }
+                    self.timed_out(stats);
                 }
                 Err(e) => {
                     CaptureStats::bump(&stats.errors);

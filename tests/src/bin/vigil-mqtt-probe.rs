@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use vigil_appliance::publish::{FrameReport, PublishConfig, Publisher};
+use vigil_appliance::pipeline::Record;
+use vigil_appliance::publish::{PublishConfig, Publisher};
 use vigil_shared::messages::{LatencyMs, ModelRef};
 
 fn main() -> ExitCode {
@@ -46,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let publisher = match Publisher::start(cfg, 0) {
+    let publisher = match Publisher::start(cfg) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -56,9 +57,10 @@ fn main() -> ExitCode {
     let handle = publisher.handle();
     let source: Arc<str> = Arc::from("probe");
     for i in 0..frames {
-        let report = FrameReport {
+        let report = Record {
             frame_id: i,
-            source: source.clone(),
+            capture_id: i,
+            source: source.to_string(),
             captured_at: SystemTime::now(),
             score: 0.1,
             normalized_score: 0.1,
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
                 infer: 1.0,
                 total: 1.2,
             },
-            mask: None,
+            ..Record::new(0, 0)
         };
         if handle.try_publish(report).is_err() {
             eprintln!("frame {i}: publisher queue full");

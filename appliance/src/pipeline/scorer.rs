@@ -1,355 +1,23 @@
-//! The scoring loop: newest frame → ROI crop → resize/normalise → backend → score, mask →
-//! a result record for the publisher, at a fixed per-frame budget.
-//!
-//! Everything the per-frame path touches is allocated in [`Pipeline::new`] (input tensor,
-//! score and map buffers, crop buffer, preprocessor, histograms, a pool of result records):
-//! `tests/alloc.rs` counts allocations across scored frames and requires zero outside the
-//! backend call. Results go to the publisher through a bounded channel of recycled
-//! [`Record`]s; when the publisher is behind, the record is dropped and counted instead of
-//! stalling the scorer.
+//! The scoring loop ([`Pipeline`]): newest frame → ROI crop → resize/normalise → backend →
+//! score, mask → a [`Record`](super::Record) for the publisher, at a fixed per-frame budget.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use vigil_shared::manifest::{InputSpec, Normalisation};
-use vigil_shared::messages::{
-    self, FrameResult, LatencyMs, ModelRef, Percentiles, PipelineStats, StageLatency,
-};
-use vigil_shared::preprocess::{PreprocessError, Preprocessor};
+use vigil_shared::messages::LatencyMs;
+use vigil_shared::preprocess::Preprocessor;
 
-use crate::backend::{Backend, BackendError};
-use crate::capture::{convert, CaptureStats, Frame, Mailbox, Take};
+use super::records::{result_channel, ResultPort, Results, RESULT_QUEUE};
+use super::telemetry::{Stage, Telemetry};
+use super::PipelineError;
+use crate::backend::Backend;
+use crate::capture::{convert, Frame, Mailbox, Take};
 use crate::config::{MaskPolicy, Roi};
 use crate::reload::Swap;
 
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    #[error("scoring failed: {0}")]
-    Backend(#[from] BackendError),
-    #[error("warm-up: {0}")]
-    Warmup(String),
-    #[error("roi {x},{y},{w},{h} lies outside the {width}x{height} source frame")]
-    Roi {
-        x: usize,
-        y: usize,
-        w: usize,
-        h: usize,
-        width: usize,
-        height: usize,
-    },
-    #[error("preprocessing: {0}")]
-    Preprocess(#[from] PreprocessError),
-}
-
-/// Latency stages recorded per frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Reading + converting on the capture thread.
-    Capture,
-    /// Mailbox wait excluded: crop, resize, normalise on the scoring thread.
-    Preprocess,
-    Infer,
-    /// Score normalisation, mask quantisation, hand-over to the publisher.
-    Post,
-    /// Frame acquired → result handed over.
-    Total,
-    /// Total minus inference: what the loop itself costs (capture conversion, mailbox wait,
-    /// preprocessing, post-processing, hand-over).
-    Overhead,
-}
-
-pub const STAGES: [Stage; 6] = [
-    Stage::Capture,
-    Stage::Preprocess,
-    Stage::Infer,
-    Stage::Post,
-    Stage::Total,
-    Stage::Overhead,
-];
-
-impl Stage {
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Capture => "capture",
-            Stage::Preprocess => "preprocess",
-            Stage::Infer => "infer",
-            Stage::Post => "post",
-            Stage::Total => "total",
-            Stage::Overhead => "overhead",
-        }
-    }
-}
-
-/// Microsecond histograms, one per stage.
-#[derive(Clone)]
-pub struct Hists(pub [Histogram<u64>; 6]);
-
-impl Hists {
-    fn new() -> Hists {
-        // 1 µs .. 10 min at 3 significant digits: fixed size, recording never allocates.
-        let h = || Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds");
-        Hists([h(), h(), h(), h(), h(), h()])
-    }
-    fn record(&mut self, stage: Stage, d: Duration) {
-        let us = (d.as_micros() as u64).max(1);
-        self.0[stage as usize].saturating_record(us);
-    }
-    pub fn get(&self, stage: Stage) -> &Histogram<u64> {
-        &self.0[stage as usize]
-    }
-    /// Percentile of a stage in milliseconds.
-    pub fn ms(&self, stage: Stage, q: f64) -> f64 {
-        let h = self.get(stage);
-        if h.is_empty() {
-            0.0
-        } else {
-            h.value_at_quantile(q) as f64 / 1000.0
-        }
-    }
-    fn reset(&mut self) {
-        self.0.iter_mut().for_each(Histogram::reset);
-    }
-}
-
-/// Counters and histograms of the scoring loop, shared with the stats publisher.
-pub struct Telemetry {
-    pub frames: AtomicU64,
-    pub deadline_misses: AtomicU64,
-    /// Results not handed to the publisher because its queue was full.
-    pub queue_full: AtomicU64,
-    /// Frames skipped because they could not be preprocessed (e.g. ROI outside a frame).
-    pub frame_errors: AtomicU64,
-    /// Hot reloads swapped in by the scoring loop.
-    pub reloads: AtomicU64,
-    /// Hot reloads refused by the reload thread (the old model kept running).
-    pub reloads_refused: AtomicU64,
-    pub capture: Arc<CaptureStats>,
-    /// Since start.
-    pub total: Mutex<Hists>,
-    /// Since the last [`Telemetry::take_window`].
-    window: Mutex<(Hists, u64, Instant)>,
-    pub started: Instant,
-}
-
-impl Telemetry {
-    pub fn new(capture: Arc<CaptureStats>) -> Telemetry {
-        Telemetry {
-            frames: AtomicU64::new(0),
-            deadline_misses: AtomicU64::new(0),
-            queue_full: AtomicU64::new(0),
-            frame_errors: AtomicU64::new(0),
-            reloads: AtomicU64::new(0),
-            reloads_refused: AtomicU64::new(0),
-            capture,
-            total: Mutex::new(Hists::new()),
-            window: Mutex::new((Hists::new(), 0, Instant::now())),
-            started: Instant::now(),
-        }
-    }
-
-    fn record(&self, lat: &[(Stage, Duration)]) {
-        let mut t = self.total.lock().unwrap_or_else(|p| p.into_inner());
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        for &(s, d) in lat {
-            t.record(s, d);
-            w.0.record(s, d);
-        }
-        w.1 += 1;
-    }
-
-    /// The `…/stats` pipeline figures: counters since start, fps and percentiles over the
-    /// window since the previous call (which this call starts anew).
-    pub fn take_window(&self) -> PipelineStats {
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let secs = w.2.elapsed().as_secs_f64();
-        let pct = |s: Stage| Percentiles {
-            p50: w.0.ms(s, 0.5),
-            p99: w.0.ms(s, 0.99),
-        };
-        let c = self.capture.counts();
-        let stats = PipelineStats {
-            frames: self.frames.load(Ordering::Relaxed),
-            fps: if secs > 0.0 { w.1 as f64 / secs } else { 0.0 },
-            latency_ms: StageLatency {
-                capture: pct(Stage::Capture),
-                infer: pct(Stage::Infer),
-                total: pct(Stage::Total),
-            },
-            deadline_misses: self.deadline_misses.load(Ordering::Relaxed),
-            dropped_frames: c.dropped + c.drained,
-            capture_errors: c.timeouts + c.errors + c.reopens,
-            reloads: self.reloads.load(Ordering::Relaxed),
-            reloads_refused: self.reloads_refused.load(Ordering::Relaxed),
-        };
-        w.0.reset();
-        w.1 = 0;
-        w.2 = Instant::now();
-        stats
-    }
-
-    /// Histograms since start.
-    pub fn totals(&self) -> Hists {
-        self.total.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// One scored frame, recycled between the scorer and the publisher (no per-frame allocation).
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// Scored-frame number since start, consecutive.
-    pub frame_id: u64,
-    /// Capture sequence number (gaps = frames dropped before scoring).
-    pub capture_id: u64,
-    pub source: String,
-    pub captured_at: SystemTime,
-    pub score: f32,
-    pub normalized_score: f32,
-    pub threshold: f32,
-    pub anomalous: bool,
-    pub latency: LatencyMs,
-    /// Ground truth where the source knows it (synthetic).
-    pub label: Option<bool>,
-    /// Anomaly map quantised to 0..=255 (`mask_width × mask_height`); valid when `has_mask`.
-    pub mask: Vec<u8>,
-    /// The mask policy wants this frame's mask published.
-    pub has_mask: bool,
-    pub mask_width: u32,
-    pub mask_height: u32,
-    /// Which model scored it: an index into the [`crate::reload::ModelTable`].
-    pub model_gen: u32,
-}
-
-impl Record {
-    fn new(h: usize, w: usize) -> Record {
-        Record {
-            frame_id: 0,
-            capture_id: 0,
-            source: String::with_capacity(256),
-            captured_at: SystemTime::UNIX_EPOCH,
-            score: 0.0,
-            normalized_score: 0.0,
-            threshold: 0.0,
-            anomalous: false,
-            latency: LatencyMs {
-                capture: 0.0,
-                infer: 0.0,
-                total: 0.0,
-            },
-            label: None,
-            mask: vec![0; h * w],
-            has_mask: false,
-            mask_width: w as u32,
-            mask_height: h as u32,
-            model_gen: 0,
-        }
-    }
-
-    /// The wire payload of `…/result` (allocates: publisher side).
-    pub fn to_message(&self, model: &ModelRef) -> FrameResult {
-        FrameResult {
-            frame_id: self.frame_id,
-            source: self.source.clone(),
-            captured_at: messages::rfc3339_ms(self.captured_at),
-            score: self.score,
-            normalized_score: self.normalized_score,
-            threshold: self.threshold,
-            anomalous: self.anomalous,
-            latency_ms: self.latency,
-            model: model.clone(),
-        }
-    }
-
-    /// The mask PNG (frame_id in a tEXt chunk), when the policy wants one for this frame.
-    pub fn mask_png(&self) -> Option<Result<Vec<u8>, vigil_shared::mask::MaskError>> {
-        self.has_mask.then(|| {
-            vigil_shared::mask::encode_png_gray(
-                &self.mask,
-                self.mask_width,
-                self.mask_height,
-                &[("frame_id", &self.frame_id.to_string())],
-            )
-        })
-    }
-}
-
-/// The publisher's end of the result channel.
-pub struct Results {
-    rx: Receiver<Record>,
-    free: SyncSender<Record>,
-}
-
-/// A received record; dropping it returns the buffer to the scorer's pool.
-pub struct Lease {
-    rec: Option<Record>,
-    free: SyncSender<Record>,
-}
-
-impl std::ops::Deref for Lease {
-    type Target = Record;
-    fn deref(&self) -> &Record {
-        self.rec
-            .as_ref()
-            .expect("lease holds a record until dropped")
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(r) = self.rec.take() {
-            let _ = self.free.try_send(r);
-        }
-    }
-}
-
-impl Results {
-    /// Next record; `Err(Disconnected)` once the scorer has stopped and all were received.
-    pub fn recv_timeout(&self, d: Duration) -> Result<Lease, RecvTimeoutError> {
-        self.rx.recv_timeout(d).map(|r| Lease {
-            rec: Some(r),
-            free: self.free.clone(),
-        })
-    }
-    pub fn recv(&self) -> Option<Lease> {
-        self.rx.recv().ok().map(|r| Lease {
-            rec: Some(r),
-            free: self.free.clone(),
-        })
-    }
-}
-
-/// The scorer's end: a pool of free records and the queue to the publisher.
-struct ResultPort {
-    free: Receiver<Record>,
-    out: SyncSender<Record>,
-}
-
-/// A bounded result channel of `capacity` recycled records for `h × w` maps.
-fn result_channel(capacity: usize, h: usize, w: usize) -> (ResultPort, Results) {
-    let (free_tx, free_rx) = mpsc::sync_channel(capacity);
-    let (out_tx, out_rx) = mpsc::sync_channel(capacity);
-    for _ in 0..capacity {
-        free_tx
-            .try_send(Record::new(h, w))
-            .expect("pool sized to capacity");
-    }
-    (
-        ResultPort {
-            free: free_rx,
-            out: out_tx,
-        },
-        Results {
-            rx: out_rx,
-            free: free_tx,
-        },
-    )
-}
-
-/// Records in flight between scorer and publisher: ~4 s at 30 fps of slack for a slow broker
-/// before results are dropped (the publisher spools to disk well before that).
-pub const RESULT_QUEUE: usize = 128;
 /// Backend calls on zero input before the first frame: the first runs pay for lazy
 /// initialisation and cold caches, which must not count as a deadline miss.
 pub const WARMUP_RUNS: usize = 3;
@@ -552,38 +220,32 @@ impl Pipeline {
         let wants_mask = self.masks.wants(anomalous);
         let frame_id = self.scored;
         self.scored += 1;
-        match self.port.free.try_recv() {
-            Ok(mut rec) => {
-                rec.frame_id = frame_id;
-                rec.capture_id = frame.id;
-                rec.source.clear();
-                rec.source.push_str(&frame.source);
-                rec.captured_at = frame.captured_at;
-                rec.score = score;
-                rec.normalized_score = self.norm.normalise(score);
-                rec.threshold = self.norm.threshold;
-                rec.anomalous = anomalous;
-                rec.label = frame.label;
-                rec.model_gen = self.model_gen;
-                rec.has_mask = wants_mask;
-                if wants_mask {
-                    vigil_shared::mask::to_u8(&self.map, 0.0, self.map_hi, &mut rec.mask);
-                }
-                let end = Instant::now();
-                rec.latency = LatencyMs {
-                    capture: ms(t_inf.saturating_duration_since(frame.acquired)),
-                    infer: ms(t_post - t_inf),
-                    total: ms(end.saturating_duration_since(frame.acquired)),
-                };
-                // Cannot be full: the pool holds exactly the queue's capacity.
-                if let Err(mpsc::TrySendError::Disconnected(_)) = self.port.out.try_send(rec) {
-                    // Nobody listens (publisher gone): count it like a full queue.
-                    self.telemetry.queue_full.fetch_add(1, Ordering::Relaxed);
-                }
+        let (norm, model_gen, map_hi, map) = (&self.norm, self.model_gen, self.map_hi, &self.map);
+        let sent = self.port.send(|rec| {
+            rec.frame_id = frame_id;
+            rec.capture_id = frame.id;
+            rec.source.clear();
+            rec.source.push_str(&frame.source);
+            rec.captured_at = frame.captured_at;
+            rec.score = score;
+            rec.normalized_score = norm.normalise(score);
+            rec.threshold = norm.threshold;
+            rec.anomalous = anomalous;
+            rec.label = frame.label;
+            rec.model_gen = model_gen;
+            rec.has_mask = wants_mask;
+            if wants_mask {
+                vigil_shared::mask::to_u8(map, 0.0, map_hi, &mut rec.mask);
             }
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
-                self.telemetry.queue_full.fetch_add(1, Ordering::Relaxed);
-            }
+            rec.latency = LatencyMs {
+                capture: ms(t_inf.saturating_duration_since(frame.acquired)),
+                infer: ms(t_post - t_inf),
+                total: ms(Instant::now().saturating_duration_since(frame.acquired)),
+            };
+        });
+        if !sent {
+            // The publisher is behind (or gone): dropped and counted, never waited for.
+            self.telemetry.queue_full.fetch_add(1, Ordering::Relaxed);
         }
         let end = Instant::now();
         let total = end.saturating_duration_since(frame.acquired);
@@ -639,61 +301,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 #[cfg(test)]
-pub(crate) mod testing {
-    //! A deterministic backend for unit tests of the loop (the real one is tract).
-    use super::*;
-    use vigil_shared::manifest::Manifest;
-
-    /// Score = mean of the input; map = the first channel. `delay` simulates inference time.
-    pub struct MeanBackend {
-        pub manifest: Manifest,
-        pub delay: Duration,
-    }
-
-    impl Backend for MeanBackend {
-        fn manifest(&self) -> &Manifest {
-            &self.manifest
-        }
-        fn max_batch(&self) -> usize {
-            1
-        }
-        fn score(
-            &mut self,
-            input: &[f32],
-            batch: usize,
-            scores: &mut [f32],
-            maps: &mut [f32],
-        ) -> Result<(), BackendError> {
-            assert_eq!(batch, 1);
-            let t = Instant::now();
-            scores[0] = input.iter().sum::<f32>() / input.len() as f32;
-            maps.copy_from_slice(&input[..maps.len()]);
-            while t.elapsed() < self.delay {
-                std::hint::spin_loop();
-            }
-            Ok(())
-        }
-    }
-
-    pub fn manifest(c: usize, s: usize) -> Manifest {
-        serde_json::from_value(serde_json::json!({
-            "schema_version": 1,
-            "detector": "test",
-            "input": {"channels": c, "height": s, "width": s, "range": [-1.0, 1.0]},
-            "score": {"name": "mean", "params": {}},
-            "normalisation": {"threshold": 0.0, "min": -1.0, "max": 1.0, "quantile": 0.99},
-            "training": {"data": "test", "seed": 0, "epochs": 0, "image_size": s, "latent": 0,
-                         "batch": 0, "git_commit": null, "created_at": "2026-01-01T00:00:00Z"},
-            "files": []
-        }))
-        .unwrap()
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::testing::*;
     use super::*;
+    use crate::capture::CaptureStats;
+    use crate::pipeline::testing::*;
 
     fn pipeline(
         delay_ms: u64,
@@ -847,8 +458,9 @@ mod tests {
 mod alloc_tests {
     //! No allocation on the per-frame path: a counting global allocator (per thread, so
     //! parallel tests do not disturb the count) around `score_frame`.
-    use super::testing::*;
     use super::*;
+    use crate::capture::CaptureStats;
+    use crate::pipeline::testing::*;
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 

@@ -1,0 +1,331 @@
+//! `vigild.toml` and its command-line flags.
+//!
+//! Every field of the file is also a flag (`budget_ms` ↔ `--budget-ms`); a flag given on the
+//! command line overrides the file. [`Settings`] is the raw, all-optional form that both the
+//! TOML file and clap fill in; [`Settings::resolve`] merges and validates it into a [`Config`]
+//! with concrete types, and every error names the field (and the file) it comes from.
+//!
+//! The publisher embeds [`MqttConfig`] (`Config::mqtt`): broker URL, credentials, TLS, topic
+//! prefix, mask policy, spool and stats interval are all there, already validated; the MQTT
+//! defaults are named once, in `mqtt`.
+
+mod effective;
+mod mqtt;
+mod resolve;
+mod types;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use mqtt::{
+    MqttConfig, DEFAULT_CAMERA, DEFAULT_DEVICE_ID, DEFAULT_MASKS, DEFAULT_SPOOL_DIR,
+    DEFAULT_SPOOL_MB, DEFAULT_STATS_INTERVAL_S, MQTTS_PORT, MQTT_PORT,
+};
+pub use types::{BackendKind, BrokerUrl, MaskPolicy, PixelFormat, Roi, SourceSpec};
+
+use crate::backend::tract::Precision;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Syntax errors and unknown fields; toml's message names the field and its line.
+    #[error("{}: {msg}", .path.display())]
+    Parse { path: PathBuf, msg: String },
+    #[error("{origin}field `{field}` = {value:?}: {msg}")]
+    Field {
+        /// "FILE: " when the value came from the file, empty for a flag or a default.
+        origin: String,
+        field: &'static str,
+        value: String,
+        msg: String,
+    },
+    #[error("field `{field}` is required (set it in the config file or pass --{flag})")]
+    Missing {
+        field: &'static str,
+        flag: &'static str,
+    },
+}
+
+/// The raw settings: every field optional, filled from the TOML file and from flags.
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Model bundle directory (manifest.json, model.onnx), as written by `vigil train` + `vigil export`.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Frame source: `v4l:/dev/videoN`, `folder:PATH` (replayed in file-name order) or
+    /// `synthetic[:KIND]` (metal, fabric, casting). Default: synthetic.
+    #[arg(long, value_name = "SPEC")]
+    pub source: Option<String>,
+    /// Frames per second of folder/synthetic replay and requested from a camera. 0 replays a
+    /// folder or synthetic source unpaced, in lockstep with the scorer (no frame dropped).
+    /// Default: 10.
+    #[arg(long, value_name = "N")]
+    pub fps: Option<f64>,
+    /// Per-frame latency budget in milliseconds (default: 1000 / fps, or 1000 when fps is 0).
+    #[arg(long, value_name = "MS")]
+    pub budget_ms: Option<f64>,
+    /// Stop after scoring this many frames (tests and batch runs). Default: run until stopped.
+    #[arg(long, value_name = "N")]
+    pub frames: Option<u64>,
+    /// MQTT broker: `mqtt://HOST[:PORT]` or `mqtts://HOST[:PORT]`. With --embedded-broker, the
+    /// address the embedded broker listens on. Without either, results go to stdout as JSON
+    /// lines.
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+    /// Device id used in topics (`vigil/<device_id>/…`) and as MQTT client id. Default: vigil.
+    #[arg(long, value_name = "ID")]
+    pub device_id: Option<String>,
+    /// Camera name used in topics (`…/<camera>/result`). Default: cam0.
+    #[arg(long, value_name = "NAME")]
+    pub camera: Option<String>,
+    /// Run an MQTT broker (rumqttd) inside vigild: the zero-install setup.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub embedded_broker: Option<bool>,
+    /// Scoring backend: tract (CPU; the only one in this build). Default: tract.
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+    /// Exported graph the tract backend runs: f32 (model.onnx) or int8 (model.int8.onnx, from
+    /// `vigil export --quantize int8`). Default: f32, which tract runs faster on x86-64
+    /// (docs/benchmarks.md, "Inference").
+    #[arg(long, value_name = "P")]
+    pub precision: Option<String>,
+    /// Threads tract's matrix products use for one frame (1: the scoring thread only). More
+    /// threads cut inference latency on multi-core boxes at the cost of the cores' other work.
+    /// Default: 1.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Topic prefix. Default: vigil/<device_id>.
+    #[arg(long, value_name = "PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// Which frames publish a mask PNG: all, anomalous, none. Default: anomalous.
+    #[arg(long, value_name = "WHICH")]
+    pub masks: Option<String>,
+    /// MQTT username.
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// MQTT password (prefer the config file with restricted permissions over a flag).
+    #[arg(long, value_name = "PASS")]
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the broker's certificate (mqtts:// only).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Shared secret that `<prefix>/command/reload` messages must carry to hot-reload the
+    /// model (at least 16 characters). Absent: MQTT commands are off (SIGHUP still reloads).
+    /// The broker's ACLs and TLS remain the real access control (docs/mqtt.md, "Commands").
+    #[arg(long, value_name = "SECRET")]
+    pub command_token: Option<String>,
+    /// Directory of the on-disk spool for results while the broker is unreachable.
+    /// Default: vigild-spool in the working directory.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Spool size limit in MiB; when full the oldest results are dropped (and counted). Default: 64.
+    #[arg(long, value_name = "MIB")]
+    pub spool_mb: Option<u64>,
+    /// Seconds between stats messages. Default: 10.
+    #[arg(long, value_name = "S")]
+    pub stats_interval_s: Option<f64>,
+    /// Region of interest in source pixels, `X,Y,W,H`, cropped before resizing to the model size.
+    #[arg(long, value_name = "X,Y,W,H")]
+    pub roi: Option<String>,
+    /// Camera pixel format to request: YUYV, GREY, RGB3, MJPG. Default: YUYV.
+    #[arg(long, value_name = "FOURCC")]
+    pub v4l_format: Option<String>,
+    /// Camera frame size to request, `WxH`. Default: 640x480.
+    #[arg(long, value_name = "WxH")]
+    pub v4l_size: Option<String>,
+    /// Camera frame rate to request (default: --fps).
+    #[arg(long, value_name = "N")]
+    pub v4l_fps: Option<f64>,
+    /// Seed of the synthetic source.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+/// Camera request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct V4lConfig {
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+}
+
+/// The validated, effective configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub model: PathBuf,
+    pub source: SourceSpec,
+    /// 0: unpaced lockstep replay.
+    pub fps: f64,
+    pub budget: std::time::Duration,
+    pub frames: Option<u64>,
+    pub backend: BackendKind,
+    pub precision: Precision,
+    pub threads: usize,
+    pub roi: Option<Roi>,
+    pub v4l: V4lConfig,
+    pub seed: u64,
+    pub mqtt: MqttConfig,
+}
+
+/// Reads a config file into [`Settings`]; unknown fields are errors naming the field.
+pub fn read_file(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    parse_toml(&text, path)
+}
+
+pub fn parse_toml(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        // toml's message spans several lines (a source excerpt); keep it one readable block.
+        msg: e.to_string().trim().replace('\n', "\n  "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(toml_text: &str, flags: Settings) -> Result<Config, ConfigError> {
+        let path = Path::new("vigild.toml");
+        let file = parse_toml(toml_text, path)?;
+        flags.resolve(&file, Some(path))
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = resolve("model = \"m\"\nfsp = 3\n", Settings::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("vigild.toml") && msg.contains("fsp"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_field_file_and_value() {
+        for (text, field, value) in [
+            ("fps = -1.0", "fps", "-1"),
+            ("backend = \"cuda\"", "backend", "cuda"),
+            ("precision = \"int4\"", "precision", "int4"),
+            ("threads = 0", "threads", "0"),
+            ("broker = \"http://x\"", "broker", "http://x"),
+            ("broker = \"mqtt://h:99999\"", "broker", "mqtt://h:99999"),
+            ("masks = \"some\"", "masks", "some"),
+            ("roi = \"1,2,3\"", "roi", "1,2,3"),
+            ("v4l_format = \"NV12\"", "v4l_format", "NV12"),
+            ("v4l_size = \"640\"", "v4l_size", "640"),
+            ("source = \"camera:0\"", "source", "camera:0"),
+            ("camera = \"a/b\"", "camera", "a/b"),
+            ("frames = 0", "frames", "0"),
+        ] {
+            let e = resolve(&format!("model = \"m\"\n{text}\n"), Settings::default()).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("vigild.toml")
+                    && msg.contains(&format!("`{field}`"))
+                    && msg.contains(value),
+                "{text}: {msg}"
+            );
+        }
+        // A wrong type is a parse error that names the field too.
+        let e = resolve("model = \"m\"\nfps = \"fast\"\n", Settings::default()).unwrap_err();
+        assert!(e.to_string().contains("fps"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_file_and_defaults_apply() {
+        let flags = Settings {
+            fps: Some(30.0),
+            masks: Some("all".into()),
+            ..Default::default()
+        };
+        let c = resolve(
+            "model = \"m\"\nfps = 5.0\ndevice_id = \"line3\"\nbroker = \"mqtts://b.example\"\n",
+            flags,
+        )
+        .unwrap();
+        assert_eq!(c.fps, 30.0);
+        assert_eq!(c.budget, std::time::Duration::from_secs_f64(1.0 / 30.0));
+        assert_eq!(c.mqtt.masks, MaskPolicy::All);
+        assert_eq!(c.mqtt.topic_prefix, "vigil/line3");
+        assert_eq!(
+            c.mqtt.broker,
+            Some(BrokerUrl {
+                tls: true,
+                host: "b.example".into(),
+                port: MQTTS_PORT
+            })
+        );
+        assert_eq!(c.backend, BackendKind::Tract);
+        // A flag-only error has no file origin.
+        let e = Settings {
+            fps: Some(-2.0),
+            ..Default::default()
+        }
+        .resolve(
+            &parse_toml("model = \"m\"", Path::new("f.toml")).unwrap(),
+            Some(Path::new("f.toml")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("field `fps`"), "{e}");
+    }
+
+    #[test]
+    fn command_token_is_checked_and_masked() {
+        let e = resolve(
+            "model = \"m\"\ncommand_token = \"short\"\n",
+            Settings::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("vigild.toml") && e.contains("command_token") && !e.contains("short"),
+            "{e}"
+        );
+        let c = resolve(
+            "model = \"m\"\ncommand_token = \"0123456789abcdef\"\n",
+            Settings::default(),
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.command_token.as_deref(), Some("0123456789abcdef"));
+        assert!(!c.to_toml().contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn missing_model_is_named() {
+        let e = resolve("", Settings::default()).unwrap_err();
+        assert!(e.to_string().contains("`model`"), "{e}");
+    }
+
+    #[test]
+    fn print_config_roundtrips() {
+        let c = resolve(
+            "model = \"m\"\nsource = \"folder:/data/x\"\nroi = \"1,2,30,40\"\nbudget_ms = 20.0\nframes = 7\n\
+             broker = \"mqtt://127.0.0.1:1999\"\nusername = \"u\"\n",
+            Settings::default(),
+        )
+        .unwrap();
+        let text = c.to_toml();
+        let again = resolve(&text, Settings::default()).unwrap();
+        // The password is masked, everything else identical.
+        assert_eq!(again, c, "{text}");
+    }
+
+    #[test]
+    fn broker_urls() {
+        let b: BrokerUrl = "mqtt://[::1]:1884".parse().unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.tls), ("::1", 1884, false));
+        let b: BrokerUrl = "mqtt://localhost".parse().unwrap();
+        assert_eq!(b.port, MQTT_PORT);
+        assert!("mqtt://:1883".parse::<BrokerUrl>().is_err());
+        assert!("mqtt://h:0".parse::<BrokerUrl>().is_err());
+    }
+}

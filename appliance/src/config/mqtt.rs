@@ -1,0 +1,82 @@
+//! The MQTT section of the configuration: [`MqttConfig`] (validated, embedded by the
+//! publisher's `PublishConfig`) and every MQTT default, named once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vigil_shared::messages::{TopicError, Topics};
+
+use super::{BrokerUrl, MaskPolicy};
+
+/// Default MQTT port, plain and TLS.
+pub const MQTT_PORT: u16 = 1883;
+pub const MQTTS_PORT: u16 = 8883;
+pub const DEFAULT_DEVICE_ID: &str = "vigil";
+pub const DEFAULT_CAMERA: &str = "cam0";
+pub const DEFAULT_MASKS: MaskPolicy = MaskPolicy::Anomalous;
+/// Relative to vigild's working directory.
+pub const DEFAULT_SPOOL_DIR: &str = "vigild-spool";
+pub const DEFAULT_SPOOL_MB: u64 = 64;
+pub const DEFAULT_STATS_INTERVAL_S: f64 = 10.0;
+
+/// Everything about vigild's MQTT side that the configuration decides, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    /// None: no broker configured (results go to stdout as JSON lines).
+    pub broker: Option<BrokerUrl>,
+    /// Run rumqttd in-process, listening on `broker` (default mqtt://127.0.0.1:1883).
+    pub embedded_broker: bool,
+    pub device_id: String,
+    pub camera: String,
+    /// Without a trailing slash, e.g. `vigil/line-3`.
+    pub topic_prefix: String,
+    pub masks: MaskPolicy,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    /// Secret of `…/command/reload`; None: not subscribed.
+    pub command_token: Option<String>,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub stats_interval: Duration,
+}
+
+impl MqttConfig {
+    /// The defaults, with this broker, identity and spool location (tools and tests).
+    pub fn new(
+        broker: BrokerUrl,
+        device_id: &str,
+        camera: &str,
+        spool_dir: PathBuf,
+    ) -> Result<MqttConfig, TopicError> {
+        Ok(MqttConfig {
+            broker: Some(broker),
+            embedded_broker: false,
+            device_id: device_id.into(),
+            camera: camera.into(),
+            topic_prefix: Topics::default_prefix(device_id)?,
+            masks: DEFAULT_MASKS,
+            username: None,
+            password: None,
+            tls_ca: None,
+            command_token: None,
+            spool_dir,
+            spool_max_bytes: DEFAULT_SPOOL_MB << 20,
+            stats_interval: Duration::from_secs_f64(DEFAULT_STATS_INTERVAL_S),
+        })
+    }
+
+    /// Where the publisher connects: `broker`, else the embedded broker on 127.0.0.1:1883;
+    /// None when there is neither (results go to stdout).
+    pub fn endpoint(&self) -> Option<BrokerUrl> {
+        match (&self.broker, self.embedded_broker) {
+            (Some(b), _) => Some(b.clone()),
+            (None, true) => Some(BrokerUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: MQTT_PORT,
+            }),
+            (None, false) => None,
+        }
+    }
+}

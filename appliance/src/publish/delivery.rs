@@ -1,0 +1,445 @@
+//! The delivery state machine: what is queued in memory, in the spool and in flight, and the
+//! reaction to each MQTT event (ConnAck, PubAck, a lost connection), so that every result
+//! reaches the broker once it is back, in order, and nothing acknowledged is sent again.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rumqttc::{AsyncClient, ConnectionError, QoS};
+use vigil_shared::messages::{
+    self, DeviceState, ModelRef, PipelineStats, PublisherStats, Stats, Topics,
+};
+
+use super::config::{status, PublishConfig};
+use super::spool::Spool;
+use crate::config::BrokerUrl;
+use crate::pipeline::{Lease, Telemetry};
+
+/// Messages sent but not yet acknowledged, at most: keeps the resend after a lost connection
+/// small and far below rumqttc's packet-id range (no id collisions).
+const WINDOW: usize = 16;
+/// Messages held in memory while connected before they go to the spool (a slow broker).
+const MEMQ_MAX: usize = 256;
+
+/// A message waiting in memory.
+pub(super) struct Msg {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+    is_result: bool,
+}
+
+pub(super) enum Origin {
+    /// In the spool with this seq.
+    Spool(u64, bool),
+    /// Only in memory (spool empty when it was sent).
+    Mem(Msg),
+    /// Status, state, stats, discovery: not resent after a lost connection (they are
+    /// republished fresh instead).
+    Ephemeral,
+}
+
+pub(super) struct Inflight {
+    pub(super) origin: Origin,
+    /// Packet id once rumqttc has written it (0 for QoS 0).
+    pkid: Option<u16>,
+    pub(super) acked: bool,
+}
+
+pub(super) struct State {
+    pub(super) cfg: PublishConfig,
+    pub(super) topics: Topics,
+    /// Where it connects (for the log).
+    broker: BrokerUrl,
+    pub(super) client: AsyncClient,
+    pub(super) spool: Spool,
+    memq: VecDeque<Msg>,
+    pub(super) inflight: VecDeque<Inflight>,
+    pub(super) connected: bool,
+    connections: u64,
+    published: u64,
+    pub(super) publish_errors: u64,
+    /// Records the handle refused (queue full).
+    queue_full: Arc<AtomicU64>,
+    masks_dropped: u64,
+    /// Latest result JSON and whether it is on `…/state` yet.
+    latest: Option<Vec<u8>>,
+    latest_sent: bool,
+    /// The model generation of the last record (a change means a hot reload took effect).
+    model_gen: u32,
+    pipeline: PipelineStats,
+    telemetry: Option<Arc<Telemetry>>,
+    started: Instant,
+    pub(super) backoff: Duration,
+    last_error: Option<String>,
+    /// `stopped` was submitted; waiting for its PubAck.
+    pub(super) stopped_sent: bool,
+    pub(super) disconnect_sent: bool,
+    /// When the current connection came online (kept in `status` across hot reloads).
+    online_since: SystemTime,
+}
+
+impl State {
+    pub(super) fn new(
+        cfg: PublishConfig,
+        topics: Topics,
+        broker: BrokerUrl,
+        client: AsyncClient,
+        spool: Spool,
+        queue_full: Arc<AtomicU64>,
+        telemetry: Option<Arc<Telemetry>>,
+    ) -> State {
+        State {
+            backoff: cfg.reconnect_min,
+            cfg,
+            topics,
+            broker,
+            client,
+            spool,
+            memq: VecDeque::new(),
+            inflight: VecDeque::new(),
+            connected: false,
+            connections: 0,
+            published: 0,
+            publish_errors: 0,
+            queue_full,
+            masks_dropped: 0,
+            latest: None,
+            latest_sent: true,
+            model_gen: 0,
+            pipeline: PipelineStats::default(),
+            telemetry,
+            started: Instant::now(),
+            last_error: None,
+            stopped_sent: false,
+            disconnect_sent: false,
+            online_since: SystemTime::now(),
+        }
+    }
+
+    pub(super) fn stats(&self) -> PublisherStats {
+        PublisherStats {
+            spooled: self.spool.len(),
+            spool_bytes: self.spool.bytes(),
+            spool_dropped: self.spool.dropped(),
+            published: self.published,
+            reconnects: self.connections.saturating_sub(1),
+            queue_full: self.queue_full.load(Ordering::Relaxed)
+                + self
+                    .telemetry
+                    .as_ref()
+                    .map_or(0, |t| t.queue_full.load(Ordering::Relaxed)),
+            masks_dropped: self.masks_dropped,
+            publish_errors: self.publish_errors,
+        }
+    }
+
+    pub(super) fn submit(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+        origin: Origin,
+    ) {
+        match self.client.try_publish(topic, qos, retain, payload) {
+            Ok(()) => self.inflight.push_back(Inflight {
+                origin,
+                pkid: None,
+                acked: false,
+            }),
+            Err(e) => {
+                // Cannot happen while WINDOW + ephemerals < the client's capacity; counted
+                // rather than hidden if it ever does.
+                self.publish_errors += 1;
+                eprintln!("vigild: mqtt: client refused a message on {topic}: {e}");
+            }
+        }
+    }
+
+    fn ordered_inflight(&self) -> usize {
+        self.inflight
+            .iter()
+            .filter(|i| !matches!(i.origin, Origin::Ephemeral))
+            .count()
+    }
+
+    /// Sends queued messages, oldest first, up to the window.
+    fn pump(&mut self) {
+        if !self.connected || self.disconnect_sent {
+            return;
+        }
+        while self.ordered_inflight() < WINDOW {
+            if !self.spool.all_sent() {
+                match self.spool.next_unsent() {
+                    Ok(Some(rec)) => {
+                        let is_result = rec.topic == self.topics.result();
+                        self.submit(
+                            &rec.topic,
+                            rec.payload,
+                            QoS::AtLeastOnce,
+                            rec.retain,
+                            Origin::Spool(rec.seq, is_result),
+                        );
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // A corrupt spool record: skip past it rather than stall forever.
+                        self.publish_errors += 1;
+                        eprintln!("vigild: {e}; skipping the rest of that segment");
+                        self.spool.rewind();
+                        break;
+                    }
+                }
+            }
+            let Some(m) = self.memq.pop_front() else {
+                break;
+            };
+            let (topic, payload, retain) = (m.topic.clone(), m.payload.clone(), m.retain);
+            self.submit(&topic, payload, QoS::AtLeastOnce, retain, Origin::Mem(m));
+        }
+        let drained = self.spool.all_sent() && self.memq.is_empty();
+        if drained && !self.latest_sent {
+            if let Some(latest) = self.latest.clone() {
+                let topic = self.topics.state();
+                self.submit(&topic, latest, QoS::AtLeastOnce, true, Origin::Ephemeral);
+                self.latest_sent = true;
+            }
+        }
+    }
+
+    /// Moves everything unacknowledged that lives only in memory to the spool, keeping order:
+    /// the in-flight messages first, then the queue.
+    pub(super) fn spill(&mut self) {
+        let mut errors = 0;
+        for i in self.inflight.iter_mut().filter(|i| !i.acked) {
+            if let Origin::Mem(m) = &i.origin {
+                match self.spool.append_sent(m.retain, &m.topic, &m.payload) {
+                    Ok(seq) => i.origin = Origin::Spool(seq, m.is_result),
+                    Err(e) => {
+                        errors += 1;
+                        eprintln!("vigild: {e}");
+                    }
+                }
+            }
+        }
+        for m in self.memq.drain(..) {
+            if let Err(e) = self.spool.append(m.retain, &m.topic, &m.payload) {
+                errors += 1;
+                eprintln!("vigild: {e}");
+            }
+        }
+        self.publish_errors += errors;
+    }
+
+    fn enqueue(&mut self, m: Msg) {
+        if self.connected {
+            self.memq.push_back(m);
+            if self.memq.len() > MEMQ_MAX {
+                self.spill();
+            }
+        } else if let Err(e) = self.spool.append(m.retain, &m.topic, &m.payload) {
+            self.publish_errors += 1;
+            eprintln!("vigild: {e}");
+        }
+    }
+
+    /// A scored frame: its result (and mask PNG, when the scorer chose to make one) to the
+    /// queue, and the `…/state` copy of the newest result.
+    pub(super) fn on_frame(&mut self, rec: Lease) {
+        if rec.model_gen != self.model_gen {
+            // The first frame of a hot-reloaded model: results and status carry it from here.
+            self.model_gen = rec.model_gen;
+            if let Some(m) = self.cfg.models.as_ref().map(|t| t.get(rec.model_gen)) {
+                self.on_model(m);
+            }
+        }
+        let json = match serde_json::to_vec(&rec.to_message(&self.cfg.model)) {
+            Ok(j) => j,
+            Err(e) => {
+                self.publish_errors += 1;
+                eprintln!("vigild: result {} not serialisable: {e}", rec.frame_id);
+                return;
+            }
+        };
+        let mask = rec.mask_png();
+        let frame_id = rec.frame_id;
+        // Back to the scorer's pool before the (possibly slow) queueing below.
+        drop(rec);
+        self.latest = Some(json.clone());
+        self.latest_sent = false;
+        self.enqueue(Msg {
+            topic: self.topics.result(),
+            payload: json,
+            retain: false,
+            is_result: true,
+        });
+        match mask {
+            Some(Ok(png)) => self.enqueue(Msg {
+                topic: self.topics.mask(),
+                payload: png,
+                retain: false,
+                is_result: false,
+            }),
+            Some(Err(e)) => {
+                self.masks_dropped += 1;
+                eprintln!("vigild: mask of frame {frame_id}: {e}");
+            }
+            None => {}
+        }
+        self.pump();
+    }
+
+    pub(super) fn on_connack(&mut self) {
+        self.connected = true;
+        self.connections += 1;
+        self.backoff = self.cfg.reconnect_min;
+        if self.last_error.take().is_some() {
+            eprintln!(
+                "vigild: mqtt: connected to {}:{} (reconnect {}), {} spooled",
+                self.broker.host,
+                self.broker.port,
+                self.connections - 1,
+                self.spool.len()
+            );
+        }
+        self.online_since = SystemTime::now();
+        self.publish_online();
+        if self.cfg.commands.is_some() {
+            // Clean session: subscribe again at every connect.
+            let topic = self.topics.command_reload();
+            if let Err(e) = self.client.try_subscribe(&topic, QoS::AtLeastOnce) {
+                self.publish_errors += 1;
+                eprintln!("vigild: mqtt: cannot subscribe to {topic}: {e}");
+            }
+        }
+        if let Some(prefix) = self.cfg.ha_discovery_prefix.clone() {
+            for d in messages::ha_discovery(
+                &prefix,
+                &self.cfg.mqtt.device_id,
+                &self.topics,
+                &self.cfg.version,
+                &self.cfg.model.id,
+            ) {
+                let payload = serde_json::to_vec(&d.config).unwrap_or_default();
+                self.submit(&d.topic, payload, QoS::AtLeastOnce, true, Origin::Ephemeral);
+            }
+        }
+        // The retained state may be older than what was scored while away.
+        self.latest_sent = false;
+        self.pump();
+    }
+
+    /// The retained `online` status with the model that runs now.
+    fn publish_online(&mut self) {
+        self.publish_status(DeviceState::Online, self.online_since);
+    }
+
+    /// The retained `…/status`.
+    pub(super) fn publish_status(&mut self, state: DeviceState, since: SystemTime) {
+        let s = status(&self.cfg, state, since);
+        let topic = self.topics.status();
+        self.submit(
+            &topic,
+            serde_json::to_vec(&s).unwrap_or_default(),
+            QoS::AtLeastOnce,
+            true,
+            Origin::Ephemeral,
+        );
+    }
+
+    /// A hot reload took effect: results from now on carry `m`, and so does the status.
+    fn on_model(&mut self, m: ModelRef) {
+        eprintln!("vigild: now scoring with {} (sha256 {})", m.id, m.sha256);
+        self.cfg.model = m;
+        if self.connected && !self.disconnect_sent {
+            self.publish_online();
+        }
+    }
+
+    pub(super) fn on_disconnect(&mut self, e: &ConnectionError) {
+        let msg = e.to_string();
+        if self.connected || self.last_error.as_deref() != Some(msg.as_str()) {
+            eprintln!(
+                "vigild: mqtt: {}:{}: {msg}; retrying, results go to the spool",
+                self.broker.host, self.broker.port
+            );
+        }
+        self.last_error = Some(msg);
+        self.connected = false;
+        self.spill();
+        self.inflight.clear();
+        self.spool.rewind();
+        self.stopped_sent = false;
+        self.disconnect_sent = false;
+    }
+
+    pub(super) fn on_outgoing_publish(&mut self, pkid: u16) {
+        if let Some(i) = self.inflight.iter_mut().find(|i| i.pkid.is_none()) {
+            i.pkid = Some(pkid);
+            if pkid == 0 {
+                i.acked = true;
+            }
+        }
+        self.settle();
+    }
+
+    pub(super) fn on_puback(&mut self, pkid: u16) {
+        if let Some(i) = self
+            .inflight
+            .iter_mut()
+            .find(|i| i.pkid == Some(pkid) && !i.acked)
+        {
+            i.acked = true;
+        }
+        self.settle();
+        self.pump();
+    }
+
+    /// Releases the acknowledged prefix of the in-flight list, in order.
+    fn settle(&mut self) {
+        while self.inflight.front().is_some_and(|i| i.acked) {
+            let Some(i) = self.inflight.pop_front() else {
+                break;
+            };
+            match i.origin {
+                Origin::Spool(seq, is_result) => {
+                    if let Err(e) = self.spool.ack_through(seq) {
+                        self.publish_errors += 1;
+                        eprintln!("vigild: {e}");
+                    }
+                    self.published += u64::from(is_result);
+                }
+                Origin::Mem(m) => self.published += u64::from(m.is_result),
+                Origin::Ephemeral => {}
+            }
+        }
+    }
+
+    pub(super) fn publish_stats(&mut self) {
+        if let Some(t) = &self.telemetry {
+            // Taken even while offline, so that each window covers one interval.
+            self.pipeline = t.take_window();
+        }
+        if !self.connected {
+            return;
+        }
+        let stats = Stats {
+            at: messages::rfc3339_ms(SystemTime::now()),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            pipeline: self.pipeline,
+            publisher: self.stats(),
+        };
+        let topic = self.topics.stats();
+        if let Ok(p) = serde_json::to_vec(&stats) {
+            self.submit(&topic, p, QoS::AtMostOnce, false, Origin::Ephemeral);
+        }
+    }
+
+    pub(super) fn idle(&self) -> bool {
+        self.memq.is_empty() && self.spool.is_empty() && self.inflight.is_empty()
+    }
+}
