@@ -107,7 +107,8 @@ run_one() {
     # The hook for MODE=patch: it will add `--patch N` here (eval follows the bundle).
     local geometry=(--image-size "$size")
     "$vigil" train --detector "$det" --data "folder:$data/$cat" "${geometry[@]}" \
-      --channels 1 --epochs "$epochs" --seed "$seed" --out "$bundle" 2>"$res.train.log"
+      --channels 1 --epochs "$epochs" --seed "$seed" --out "$bundle" 2>"$res.train.log" ||
+      { echo "bench-real: training $tag failed:" >&2; tail -n 5 "$res.train.log" >&2; exit 1; }
     t1=$(date +%s.%N)
     python3 -c 'import json,sys; json.dump({"train_seconds": float(sys.argv[2]) - float(sys.argv[1])}, open(sys.argv[3], "w"))' \
       "$t0" "$t1" "$res.train.json"

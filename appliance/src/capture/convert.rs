@@ -421,4 +421,19 @@ mod tests {
         };
         assert!(crop(&src, 4, 3, 1, &huge, &mut [0; 2]).is_err());
     }
+    #[test]
+    fn decoded_files_convert_like_the_host_loaders() {
+        // Colour → gray by BT.601 (what training saw), not the image crate's Rec. 709
+        // `to_luma8`, which gives 54 and 182 here.
+        let rgb = image::RgbImage::from_raw(2, 1, vec![255, 0, 0, 0, 255, 0]).unwrap();
+        let mut gray = [0u8; 2];
+        from_decoded(image::DynamicImage::ImageRgb8(rgb), 1, &mut gray).unwrap();
+        assert_eq!(gray, [76, 150]); // 76.245, 149.685
+        let g = image::GrayImage::from_raw(2, 1, vec![9, 200]).unwrap();
+        let mut out = [0u8; 6];
+        from_decoded(image::DynamicImage::ImageLuma8(g), 3, &mut out).unwrap();
+        assert_eq!(out, [9, 9, 9, 200, 200, 200]);
+        assert!(from_decoded(image::DynamicImage::new_luma8(2, 2), 1, &mut out).is_err());
+    }
+
 }
