@@ -61,7 +61,7 @@ fetch_textures() {
     local deb="$cache/ufoai-textures_${deb_version}_all.deb"
     if [ ! -s "$deb" ]; then
       echo "bench-real: apt-get download ufoai-textures=$deb_version (336 MB)" >&2
-      (cd "$cache" && apt-get download "ufoai-textures=$deb_version") || {
+      (cd "$cache" && apt-get download "ufoai-textures=$deb_version" >&2) || {
         echo "bench-real: apt-get download failed; run apt-get update first, or put" \
           "ufoai-textures_${deb_version}_all.deb in $cache" >&2
         exit 1
