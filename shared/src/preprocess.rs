@@ -1,13 +1,31 @@
 //! Turning camera / dataset pixels into model input.
 //!
-//! The host (training, eval) and the appliance (per-frame scoring) both go through these
-//! functions, so a model sees the same pixels in the field as in training. Everything here
-//! writes into caller-provided buffers and does not allocate, except [`Preprocessor::new`].
+//! The one path from 8-bit pixels to a model tensor, for the host (training data, `vigil eval`,
+//! threshold calibration) and the appliance (per-frame scoring) alike, so a model sees the same
+//! pixels on the line as in training. In order:
+//!
+//! 1. **crop** ([`try_crop_u8`], the appliance's ROI);
+//! 2. **channels** ([`convert_channels`]) to the model's count at the source resolution:
+//!    RGB → gray by BT.601 luma rounded to `u8`, gray → RGB by replication. This is the order
+//!    a camera frame takes (vigild's capture converts before anything else), so a colour file
+//!    read by the host and a gray camera frame of the same scene give the same bytes;
+//! 3. **resize** ([`try_resize_bilinear_u8`]): area averaging along an axis that shrinks,
+//!    bilinear along one that grows;
+//! 4. **scaling** ([`to_model_input`]) to planar CHW `f32` in the manifest's `input.range`.
+//!
+//! [`Preprocessor`] runs 2–4 with its buffers allocated once (the appliance's per-frame path);
+//! [`image_to_model_input`] is the same thing for one image (the host's loaders).
+//! Everything else writes into caller-provided buffers and does not allocate.
 //!
 //! Images are `u8`, interleaved HWC (`[y][x][c]`), rows top to bottom. Model input is planar
 //! CHW `f32` in the manifest's `input.range`.
 
 use crate::manifest::InputSpec;
+
+mod resize;
+pub use resize::{
+    resize_bilinear_u8, resize_nearest_u8, try_resize_bilinear_u8, try_resize_nearest,
+};
 
 /// Most channels an interleaved image may have here (gray, RGB, RGBA).
 pub const MAX_CHANNELS: usize = 4;
@@ -41,6 +59,18 @@ pub enum PreprocessError {
     },
     #[error("input range [{lo}, {hi}] must be finite with low < high")]
     Range { lo: f32, hi: f32 },
+    #[error(
+        "crop {w}x{h} at ({x}, {y}) (width x height at x, y) lies outside the \
+         {src_w}x{src_h} image"
+    )]
+    Crop {
+        x: usize,
+        y: usize,
+        w: usize,
+        h: usize,
+        src_w: usize,
+        src_h: usize,
+    },
     #[error("cannot resize an empty {src_h}x{src_w} image to {dst_h}x{dst_w}")]
     EmptySource {
         src_h: usize,
@@ -61,225 +91,6 @@ fn check_len(what: &'static str, found: usize, dims: &[usize]) -> Result<(), Pre
             expected,
             found,
         })
-    }
-}
-
-fn check_resize(
-    src: usize,
-    channels: usize,
-    src_h: usize,
-    src_w: usize,
-    dst: usize,
-    dst_h: usize,
-    dst_w: usize,
-) -> Result<(), PreprocessError> {
-    if channels == 0 || channels > MAX_CHANNELS {
-        return Err(PreprocessError::Channels {
-            what: "resize",
-            found: channels,
-            expected: "1 to 4",
-        });
-    }
-    check_len("resize source", src, &[src_h, src_w, channels])?;
-    check_len("resize destination", dst, &[dst_h, dst_w, channels])?;
-    if (src_h == 0 || src_w == 0) && dst > 0 {
-        return Err(PreprocessError::EmptySource {
-            src_h,
-            src_w,
-            dst_h,
-            dst_w,
-        });
-    }
-    Ok(())
-}
-
-/// How one output index samples one axis of the source.
-#[derive(Clone, Copy)]
-enum Taps {
-    /// Two neighbours, weights `1 - f` and `f` (`i0 == i1` at the borders).
-    Linear { i0: usize, i1: usize, f: f32 },
-    /// All source cells overlapping `[start, end)`, weighted by overlap / scale.
-    Area {
-        start: f64,
-        end: f64,
-        lo: usize,
-        hi: usize,
-        inv_scale: f64,
-    },
-}
-
-impl Taps {
-    /// Output index `o` of an axis resized from `n_src` to `n_dst` (both > 0).
-    ///
-    /// Shrinking uses area averaging, enlarging (or 1:1) bilinear. Bilinear reads only the two
-    /// nearest source samples, so from a factor of 2 on it skips pixels and aliases (thin
-    /// scratches vanish or flicker between frames); area averaging lets every source pixel
-    /// contribute. Below 2x area is still the better low-pass, and both are the identity at
-    /// exactly 1x, so switching at "any shrink" (like OpenCV's INTER_AREA advice) keeps the
-    /// result continuous in the scale. The choice is per axis.
-    fn new(n_src: usize, n_dst: usize, o: usize) -> Taps {
-        let scale = n_src as f64 / n_dst as f64;
-        if n_src > n_dst {
-            let start = o as f64 * scale;
-            let end = ((o + 1) as f64 * scale).min(n_src as f64);
-            Taps::Area {
-                start,
-                end,
-                lo: start.floor() as usize,
-                hi: (end.ceil() as usize).min(n_src),
-                inv_scale: 1.0 / scale,
-            }
-        } else {
-            // Half-pixel centres (align_corners = false), like OpenCV / PyTorch.
-            let pos = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (pos.floor() as usize).min(n_src - 1);
-            let i1 = (i0 + 1).min(n_src - 1);
-            Taps::Linear {
-                i0,
-                i1,
-                f: (pos - i0 as f64) as f32,
-            }
-        }
-    }
-
-    fn range(&self) -> std::ops::Range<usize> {
-        match *self {
-            Taps::Linear { i0, i1, .. } => i0..i1 + 1,
-            Taps::Area { lo, hi, .. } => lo..hi,
-        }
-    }
-
-    fn weight(&self, i: usize) -> f32 {
-        match *self {
-            Taps::Linear { i0, i1, f } => {
-                if i0 == i1 {
-                    1.0
-                } else if i == i0 {
-                    1.0 - f
-                } else {
-                    f
-                }
-            }
-            Taps::Area {
-                start,
-                end,
-                inv_scale,
-                ..
-            } => {
-                (((i + 1) as f64).min(end) - (i as f64).max(start)).max(0.0) as f32
-                    * inv_scale as f32
-            }
-        }
-    }
-}
-
-/// Resizes an interleaved HWC `u8` image, area averaging along an axis that shrinks and
-/// bilinear along an axis that grows (see the reasoning on the method choice in the source).
-/// Values are rounded to nearest.
-///
-/// # Panics
-/// When the buffer lengths do not match the dimensions or `channels` is not 1..=4: those are
-/// the caller's buffers, not data. Use [`try_resize_bilinear_u8`] to get an error instead.
-pub fn resize_bilinear_u8(
-    src: &[u8],
-    channels: usize,
-    src_h: usize,
-    src_w: usize,
-    dst: &mut [u8],
-    dst_h: usize,
-    dst_w: usize,
-) {
-    if let Err(e) = try_resize_bilinear_u8(src, channels, src_h, src_w, dst, dst_h, dst_w) {
-        panic!("resize_bilinear_u8: {e}");
-    }
-}
-
-/// [`resize_bilinear_u8`] that reports bad buffer sizes as an error.
-pub fn try_resize_bilinear_u8(
-    src: &[u8],
-    channels: usize,
-    src_h: usize,
-    src_w: usize,
-    dst: &mut [u8],
-    dst_h: usize,
-    dst_w: usize,
-) -> Result<(), PreprocessError> {
-    check_resize(src.len(), channels, src_h, src_w, dst.len(), dst_h, dst_w)?;
-    if dst.is_empty() {
-        return Ok(());
-    }
-    if src_h == dst_h && src_w == dst_w {
-        dst.copy_from_slice(src);
-        return Ok(());
-    }
-    for oy in 0..dst_h {
-        let ty = Taps::new(src_h, dst_h, oy);
-        for ox in 0..dst_w {
-            let tx = Taps::new(src_w, dst_w, ox);
-            let mut acc = [0f32; MAX_CHANNELS];
-            for iy in ty.range() {
-                let wy = ty.weight(iy);
-                let row = iy * src_w;
-                for ix in tx.range() {
-                    let w = wy * tx.weight(ix);
-                    let px = &src[(row + ix) * channels..][..channels];
-                    for (a, &v) in acc.iter_mut().zip(px) {
-                        *a += w * f32::from(v);
-                    }
-                }
-            }
-            let out = &mut dst[(oy * dst_w + ox) * channels..][..channels];
-            for (o, a) in out.iter_mut().zip(acc) {
-                *o = a.round().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Nearest-neighbour resize of an interleaved HWC image of any `Copy` element (masks: `u8`
-/// or `bool`); never invents values. Output index `o` reads source `floor((o + 0.5) * scale)`,
-/// i.e. the source pixel under the output pixel's centre (PyTorch's "nearest-exact").
-pub fn try_resize_nearest<T: Copy>(
-    src: &[T],
-    channels: usize,
-    src_h: usize,
-    src_w: usize,
-    dst: &mut [T],
-    dst_h: usize,
-    dst_w: usize,
-) -> Result<(), PreprocessError> {
-    check_resize(src.len(), channels, src_h, src_w, dst.len(), dst_h, dst_w)?;
-    let pick = |o: usize, n_src: usize, n_dst: usize| {
-        (((o as f64 + 0.5) * n_src as f64 / n_dst as f64) as usize).min(n_src - 1)
-    };
-    for oy in 0..dst_h {
-        let iy = pick(oy, src_h, dst_h);
-        for ox in 0..dst_w {
-            let ix = pick(ox, src_w, dst_w);
-            let s = (iy * src_w + ix) * channels;
-            let d = (oy * dst_w + ox) * channels;
-            dst[d..d + channels].copy_from_slice(&src[s..s + channels]);
-        }
-    }
-    Ok(())
-}
-
-/// Nearest-neighbour resize for `u8` masks (see [`try_resize_nearest`]).
-///
-/// # Panics
-/// Like [`resize_bilinear_u8`], on buffers that do not match the dimensions.
-pub fn resize_nearest_u8(
-    src: &[u8],
-    channels: usize,
-    src_h: usize,
-    src_w: usize,
-    dst: &mut [u8],
-    dst_h: usize,
-    dst_w: usize,
-) {
-    if let Err(e) = try_resize_nearest(src, channels, src_h, src_w, dst, dst_h, dst_w) {
-        panic!("resize_nearest_u8: {e}");
     }
 }
 
@@ -313,6 +124,82 @@ pub fn rgb_from_gray(gray: &[u8], rgb: &mut [u8]) -> Result<(), PreprocessError>
     )?;
     for (p, &g) in rgb.chunks_exact_mut(3).zip(gray) {
         p.fill(g);
+    }
+    Ok(())
+}
+
+/// Converts interleaved pixels between 1 and 3 channels (step 2 of the module's order):
+/// 3 → 1 by [`gray_from_rgb`] (BT.601, rounded), 1 → 3 by [`rgb_from_gray`], same count →
+/// copy. `dst` must hold `src.len() / src_channels * dst_channels` values.
+pub fn convert_channels(
+    src: &[u8],
+    src_channels: usize,
+    dst: &mut [u8],
+    dst_channels: usize,
+) -> Result<(), PreprocessError> {
+    for (what, c) in [("source image", src_channels), ("converted image", dst_channels)] {
+        if c != 1 && c != 3 {
+            return Err(PreprocessError::Channels {
+                what,
+                found: c,
+                expected: "1 or 3",
+            });
+        }
+    }
+    if src.len() % src_channels != 0 {
+        return Err(PreprocessError::Length {
+            what: "convert_channels source (a whole number of pixels)",
+            expected: src.len() / src_channels * src_channels,
+            found: src.len(),
+        });
+    }
+    let pixels = src.len() / src_channels;
+    check_len(
+        "convert_channels destination",
+        dst.len(),
+        &[pixels, dst_channels],
+    )?;
+    match (src_channels, dst_channels) {
+        (3, 1) => gray_from_rgb(src, dst),
+        (1, 3) => rgb_from_gray(src, dst),
+        _ => {
+            dst.copy_from_slice(src);
+            Ok(())
+        }
+    }
+}
+
+/// Copies the `w x h` window at (`x`, `y`) of an interleaved `src_w x src_h x channels` image
+/// into `dst` (`w * h * channels` values): step 1 of the module's order, the appliance's ROI.
+pub fn try_crop_u8(
+    src: &[u8],
+    channels: usize,
+    src_h: usize,
+    src_w: usize,
+    (x, y, w, h): (usize, usize, usize, usize),
+    dst: &mut [u8],
+) -> Result<(), PreprocessError> {
+    let outside = x.checked_add(w).is_none_or(|e| e > src_w)
+        || y.checked_add(h).is_none_or(|e| e > src_h);
+    if outside {
+        return Err(PreprocessError::Crop {
+            x,
+            y,
+            w,
+            h,
+            src_w,
+            src_h,
+        });
+    }
+    check_len("crop source", src.len(), &[src_h, src_w, channels])?;
+    check_len("crop destination", dst.len(), &[h, w, channels])?;
+    let row = w * channels;
+    if row == 0 {
+        return Ok(());
+    }
+    for (r, out) in dst.chunks_exact_mut(row).enumerate() {
+        let start = ((y + r) * src_w + x) * channels;
+        out.copy_from_slice(&src[start..start + row]);
     }
     Ok(())
 }
@@ -401,14 +288,17 @@ pub fn to_model_input(
     Ok(())
 }
 
-/// Resize + channel conversion + scaling for one camera format, with the resize buffer
-/// allocated once: [`Preprocessor::run`] is the appliance's allocation-free per-frame path.
+/// Channel conversion + resize + scaling (steps 2–4 of the module's order) for one source
+/// format, with its buffers allocated once: [`Preprocessor::run`] is the appliance's
+/// allocation-free per-frame path, and [`image_to_model_input`] runs it for the host.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
     spec: InputSpec,
     src_channels: usize,
     src_h: usize,
     src_w: usize,
+    /// The frame at the model's channel count, source size (empty when no conversion is due).
+    converted: Vec<u8>,
     resized: Vec<u8>,
 }
 
@@ -435,12 +325,18 @@ impl Preprocessor {
                 dst_w: spec.width,
             });
         }
-        let resized = vec![0; spec.height * spec.width * src_channels];
+        let converted = if src_channels == spec.channels {
+            Vec::new()
+        } else {
+            vec![0; src_h.saturating_mul(src_w).saturating_mul(spec.channels)]
+        };
+        let resized = vec![0; spec.height * spec.width * spec.channels];
         Ok(Self {
             spec: spec.clone(),
             src_channels,
             src_h,
             src_w,
+            converted,
             resized,
         })
     }
@@ -450,23 +346,50 @@ impl Preprocessor {
         self.spec.channels * self.spec.height * self.spec.width
     }
 
-    /// `frame` is HWC `u8` at the size given to `new`; `out` receives the model input.
+    /// `frame` is HWC `u8` at the size and channel count given to `new`; `out` receives the
+    /// model input.
     pub fn run(&mut self, frame: &[u8], out: &mut [f32]) -> Result<(), PreprocessError> {
-        let (h, w) = (self.spec.height, self.spec.width);
+        let (h, w, c) = (self.spec.height, self.spec.width, self.spec.channels);
+        check_len(
+            "frame (h x w x channels)",
+            frame.len(),
+            &[self.src_h, self.src_w, self.src_channels],
+        )?;
+        let at_model_channels: &[u8] = if self.src_channels == c {
+            frame
+        } else {
+            convert_channels(frame, self.src_channels, &mut self.converted, c)?;
+            &self.converted
+        };
         if (self.src_h, self.src_w) == (h, w) {
-            return to_model_input(frame, self.src_channels, h, w, &self.spec, out);
+            return to_model_input(at_model_channels, c, h, w, &self.spec, out);
         }
         try_resize_bilinear_u8(
-            frame,
-            self.src_channels,
+            at_model_channels,
+            c,
             self.src_h,
             self.src_w,
             &mut self.resized,
             h,
             w,
         )?;
-        to_model_input(&self.resized, self.src_channels, h, w, &self.spec, out)
+        to_model_input(&self.resized, c, h, w, &self.spec, out)
     }
+}
+
+/// One image (HWC `u8`, `channels` 1 or 3, any size) to model input: [`Preprocessor`] built
+/// for it and run once. The host's loaders go through here, vigild through `Preprocessor`.
+pub fn image_to_model_input(
+    pixels: &[u8],
+    channels: usize,
+    h: usize,
+    w: usize,
+    spec: &InputSpec,
+) -> Result<Vec<f32>, PreprocessError> {
+    let mut p = Preprocessor::new(spec, channels, h, w)?;
+    let mut out = vec![0.0; p.output_len()];
+    p.run(pixels, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -652,4 +575,114 @@ mod tests {
         assert_eq!(out, [1.0]);
         assert!(p.run(&[255; 11], &mut out).is_err());
     }
+    #[test]
+    fn convert_channels_luma_and_replication() {
+        let rgb = [255, 0, 0, 0, 0, 255, 10, 20, 30];
+        let mut g = [0u8; 3];
+        convert_channels(&rgb, 3, &mut g, 1).unwrap();
+        assert_eq!(g, [76, 29, 18]); // 76.245, 29.07, 0.299*10+0.587*20+0.114*30 = 18.15
+        let mut back = [0u8; 9];
+        convert_channels(&g, 1, &mut back, 3).unwrap();
+        assert_eq!(back, [76, 76, 76, 29, 29, 29, 18, 18, 18]);
+        let mut same = [0u8; 9];
+        convert_channels(&rgb, 3, &mut same, 3).unwrap();
+        assert_eq!(same, rgb);
+        assert!(convert_channels(&rgb[..8], 3, &mut g, 1).is_err());
+        assert!(convert_channels(&rgb, 3, &mut [0u8; 2], 1).is_err());
+        assert!(convert_channels(&rgb, 2, &mut g, 1).is_err());
+    }
+
+    #[test]
+    fn crop_copies_the_window_and_rejects_outside() {
+        // 3 rows x 4 cols, value = 10 * y + x.
+        let src: Vec<u8> = (0..3).flat_map(|y| (0..4).map(move |x| 10 * y + x)).collect();
+        let mut dst = [0u8; 4];
+        try_crop_u8(&src, 1, 3, 4, (1, 1, 2, 2), &mut dst).unwrap();
+        assert_eq!(dst, [11, 12, 21, 22]);
+        let e = try_crop_u8(&src, 1, 3, 4, (3, 0, 2, 2), &mut dst).unwrap_err();
+        assert!(matches!(e, PreprocessError::Crop { x: 3, .. }), "{e}");
+        assert!(e.to_string().contains("2x2 at (3, 0)") && e.to_string().contains("4x3"));
+        assert!(try_crop_u8(&src, 1, 3, 4, (usize::MAX, 0, 2, 2), &mut dst).is_err());
+        assert!(try_crop_u8(&src, 1, 3, 4, (0, 0, 1, 2), &mut dst).is_err());
+        try_crop_u8(&src, 1, 3, 4, (0, 0, 0, 0), &mut []).unwrap();
+    }
+
+    /// A 48x40 test card with gradients, texture and a 1-pixel line: content where resize
+    /// rounding and channel order matter (a constant image would hide both).
+    fn card(channels: usize) -> Vec<u8> {
+        let (h, w) = (40, 48);
+        let mut v = Vec::with_capacity(h * w * channels);
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..channels {
+                    let t = (x * 5 + y * 3 + c * 70) % 256;
+                    let tex = ((x * 7919 + y * 104_729 + c * 31) % 37) * 3;
+                    let line = if x == 21 { 120 } else { 0 };
+                    v.push(((t + tex + line) % 256) as u8);
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn preprocessor_converts_channels_before_resizing() {
+        // A colour frame given to a gray model must give exactly what the capture path gives:
+        // convert at full size, then resize the gray frame.
+        for (h, w) in [(10, 12), (40, 48), (80, 96)] {
+            let s = spec(1, h, w);
+            let rgb = card(3);
+            let mut gray = vec![0u8; 40 * 48];
+            convert_channels(&rgb, 3, &mut gray, 1).unwrap();
+            let direct = image_to_model_input(&rgb, 3, 40, 48, &s).unwrap();
+            let captured = image_to_model_input(&gray, 1, 40, 48, &s).unwrap();
+            assert_eq!(direct, captured, "{h}x{w}");
+            let s3 = spec(3, h, w);
+            let mut rgb_from = vec![0u8; 40 * 48 * 3];
+            convert_channels(&gray, 1, &mut rgb_from, 3).unwrap();
+            assert_eq!(
+                image_to_model_input(&gray, 1, 40, 48, &s3).unwrap(),
+                image_to_model_input(&rgb_from, 3, 40, 48, &s3).unwrap(),
+                "{h}x{w} gray to RGB"
+            );
+        }
+    }
+
+    #[test]
+    fn shrinking_averages_a_thin_line_instead_of_dropping_it() {
+        // A 1-pixel bright column in 640 -> 64 (10x): area averaging spreads it to a tenth in
+        // the one output column it falls in on every row; a two-tap bilinear would read it
+        // on no row or at full strength depending on where it falls (aliasing).
+        let (h, w) = (20, 640);
+        for col in [0usize, 3, 5, 9, 317, 639] {
+            let mut src = vec![0u8; h * w];
+            for y in 0..h {
+                src[y * w + col] = 250;
+            }
+            let mut dst = vec![0u8; 2 * 64];
+            resize_bilinear_u8(&src, 1, h, w, &mut dst, 2, 64);
+            for row in dst.chunks(64) {
+                let lit: Vec<(usize, u8)> =
+                    row.iter().copied().enumerate().filter(|&(_, v)| v > 0).collect();
+                assert_eq!(lit, vec![(col / 10, 25)], "column {col}");
+            }
+        }
+    }
+
+    #[test]
+    fn upscale_28_to_32_stays_smooth() {
+        // Fashion-MNIST's 28 -> 32 is an upscale (bilinear): a ramp stays monotone and within
+        // its end values, a constant stays constant.
+        let ramp: Vec<u8> = (0..28 * 28).map(|i| ((i % 28) * 9) as u8).collect();
+        let mut up = vec![0u8; 32 * 32];
+        resize_bilinear_u8(&ramp, 1, 28, 28, &mut up, 32, 32);
+        for row in up.chunks(32) {
+            assert!(row.windows(2).all(|p| p[0] <= p[1]), "{row:?}");
+            assert_eq!((row[0], row[31]), (0, 243));
+        }
+        let mut flat = vec![0u8; 32 * 32];
+        resize_bilinear_u8(&[77; 28 * 28], 1, 28, 28, &mut flat, 32, 32);
+        assert!(flat.iter().all(|&v| v == 77));
+    }
+
 }

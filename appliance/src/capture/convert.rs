@@ -7,7 +7,7 @@
 //! frame has the same levels as the full-range images the model was trained on.
 
 use crate::config::{PixelFormat, Roi};
-use vigil_shared::preprocess::luma;
+use vigil_shared::preprocess::{self, luma};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConvertError {
@@ -200,12 +200,28 @@ pub fn decode_mjpg(
             found: out.len(),
         });
     }
-    if channels == 1 {
-        out.copy_from_slice(img.to_luma8().as_raw());
+    from_decoded(img, channels, out).map_err(|e| ConvertError::Jpeg(e.to_string()))
+}
+
+/// A decoded image into `out` (`width·height·channels` bytes) the way the host's loaders read
+/// files: gray stays gray, anything else becomes RGB (alpha dropped), then
+/// `vigil_shared::preprocess::convert_channels` (BT.601 luma). The `image` crate's own
+/// `to_luma8` weighs by Rec. 709 and would give other gray levels than training saw.
+pub fn from_decoded(
+    img: image::DynamicImage,
+    channels: usize,
+    out: &mut [u8],
+) -> Result<(), preprocess::PreprocessError> {
+    use image::DynamicImage as D;
+    let gray = matches!(
+        img,
+        D::ImageLuma8(_) | D::ImageLumaA8(_) | D::ImageLuma16(_) | D::ImageLumaA16(_)
+    );
+    if gray {
+        preprocess::convert_channels(img.into_luma8().as_raw(), 1, out, channels)
     } else {
-        out.copy_from_slice(img.to_rgb8().as_raw());
+        preprocess::convert_channels(img.into_rgb8().as_raw(), 3, out, channels)
     }
-    Ok(())
 }
 
 /// Copies the `roi` of an interleaved `width×height×channels` image into `out`
@@ -218,31 +234,21 @@ pub fn crop(
     roi: &Roi,
     out: &mut [u8],
 ) -> Result<(), ConvertError> {
-    let oob = roi.x.checked_add(roi.w).is_none_or(|e| e > width)
-        || roi.y.checked_add(roi.h).is_none_or(|e| e > height);
-    if oob {
-        return Err(ConvertError::Roi {
+    let window = (roi.x, roi.y, roi.w, roi.h);
+    preprocess::try_crop_u8(src, channels, height, width, window, out).map_err(|e| match e {
+        preprocess::PreprocessError::Crop { .. } => ConvertError::Roi {
             x: roi.x,
             y: roi.y,
             w: roi.w,
             h: roi.h,
             width,
             height,
-        });
-    }
-    let expected = roi.w * roi.h * channels;
-    if out.len() != expected || src.len() != width * height * channels {
-        return Err(ConvertError::Output {
-            expected,
+        },
+        _ => ConvertError::Output {
+            expected: roi.w * roi.h * channels,
             found: out.len(),
-        });
-    }
-    let row = roi.w * channels;
-    for (y, dst) in out.chunks_exact_mut(row).enumerate() {
-        let start = ((roi.y + y) * width + roi.x) * channels;
-        dst.copy_from_slice(&src[start..start + row]);
-    }
-    Ok(())
+        },
+    })
 }
 
 #[cfg(test)]
@@ -415,4 +421,19 @@ mod tests {
         };
         assert!(crop(&src, 4, 3, 1, &huge, &mut [0; 2]).is_err());
     }
+    #[test]
+    fn decoded_files_convert_like_the_host_loaders() {
+        // Colour → gray by BT.601 (what training saw), not the image crate's Rec. 709
+        // `to_luma8`, which gives 54 and 182 here.
+        let rgb = image::RgbImage::from_raw(2, 1, vec![255, 0, 0, 0, 255, 0]).unwrap();
+        let mut gray = [0u8; 2];
+        from_decoded(image::DynamicImage::ImageRgb8(rgb), 1, &mut gray).unwrap();
+        assert_eq!(gray, [76, 150]); // 76.245, 149.685
+        let g = image::GrayImage::from_raw(2, 1, vec![9, 200]).unwrap();
+        let mut out = [0u8; 6];
+        from_decoded(image::DynamicImage::ImageLuma8(g), 3, &mut out).unwrap();
+        assert_eq!(out, [9, 9, 9, 200, 200, 200]);
+        assert!(from_decoded(image::DynamicImage::new_luma8(2, 2), 1, &mut out).is_err());
+    }
+
 }

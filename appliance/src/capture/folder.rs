@@ -58,12 +58,8 @@ fn decode(path: &Path, channels: usize, frame: &mut Frame) -> Result<(), String>
     let img = image::open(path).map_err(|e| e.to_string())?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     frame.shape(w, h, channels);
-    if channels == 1 {
-        frame.data.copy_from_slice(img.to_luma8().as_raw());
-    } else {
-        frame.data.copy_from_slice(img.to_rgb8().as_raw());
-    }
-    Ok(())
+    // The host's loaders read files the same way (gray stays gray, BT.601 luma otherwise).
+    super::convert::from_decoded(img, channels, &mut frame.data).map_err(|e| e.to_string())
 }
 
 impl FolderSource {

@@ -61,6 +61,13 @@ pub enum DataError {
         image_h: u32,
     },
 
+    #[error("cannot turn {what} into a model input: {source}")]
+    Preprocess {
+        what: String,
+        #[source]
+        source: vigil_shared::preprocess::PreprocessError,
+    },
+
     #[error("bad dataset layout at {path}: {reason}")]
     Layout { path: PathBuf, reason: String },
 }

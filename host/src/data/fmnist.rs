@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use vigil_shared::rng::Rng;
 
 use super::idx::{find_idx, read_labelled, LabelledImages};
-use super::imageops::to_model_input;
+use super::pixels::to_model_input;
 use super::{holdout_tenth, DataError, LoadOptions, Sample};
 
 pub const CLASS_NAMES: [&str; 10] = [
@@ -74,25 +74,31 @@ fn samples(
     split: &str,
     normal: u8,
     opts: &LoadOptions,
-) -> Vec<Sample> {
+) -> Result<Vec<Sample>, DataError> {
     indices
         .par_iter()
         .map(|&i| {
             let label = set.labels[i];
-            Sample {
-                image: to_model_input(
-                    set.image(i),
-                    set.cols,
-                    set.rows,
-                    1,
-                    opts.image_size,
-                    opts.channels,
-                ),
+            let name = format!("fmnist-{split}-{i:05}");
+            let image = to_model_input(
+                set.image(i),
+                set.cols,
+                set.rows,
+                1,
+                opts.image_size,
+                opts.channels,
+            )
+            .map_err(|source| DataError::Preprocess {
+                what: format!("Fashion-MNIST image {name}"),
+                source,
+            })?;
+            Ok(Sample {
+                image,
                 anomalous: label != normal,
                 mask: None,
-                name: format!("fmnist-{split}-{i:05}"),
+                name,
                 class: CLASS_NAMES[label as usize].to_string(),
-            }
+            })
         })
         .collect()
 }
@@ -151,8 +157,8 @@ pub(crate) fn load(
     }
 
     let all_test: Vec<usize> = (0..test_set.len()).collect();
-    let train = samples(&train_set, &train_idx, "train", normal, opts);
-    let val = samples(&train_set, &val_idx, "train", normal, opts);
-    let test = samples(&test_set, &all_test, "test", normal, opts);
+    let train = samples(&train_set, &train_idx, "train", normal, opts)?;
+    let val = samples(&train_set, &val_idx, "train", normal, opts)?;
+    let test = samples(&test_set, &all_test, "test", normal, opts)?;
     Ok((train, val, test))
 }

@@ -7,13 +7,14 @@
 //! - `synthetic:KIND` — procedural surfaces from [`vigil_shared::synth`] ([`synthetic`]).
 //!
 //! Every image comes out at the model size (`image_size`², `channels` 1 or 3) as CHW planar
-//! `f32` in [-1, 1]; masks come out at the same size.
+//! `f32` in [-1, 1], converted, resized and scaled by `vigil_shared::preprocess` (the code
+//! vigild runs on every frame, see [`pixels`]); masks come out at the same size.
 
 mod error;
 pub mod fmnist;
 pub mod folder;
 pub mod idx;
-mod imageops;
+pub mod pixels;
 mod spec;
 pub mod synthetic;
 
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 
 pub use error::DataError;
 pub use folder::load_image_file;
-pub use imageops::{mask_from_u8, to_model_input};
+pub use pixels::{mask_from_u8, model_spec, to_model_input, MODEL_RANGE};
 pub use spec::DataSpec;
 pub use synthetic::{write_line, write_synthetic_folder, LinePart, SynthSummary, LINE_LABELS};
 pub use vigil_shared::synth::{DefectKind, SurfaceKind};

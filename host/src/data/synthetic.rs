@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use vigil_shared::rng::Rng;
 use vigil_shared::synth::{DefectKind, Generator, SurfaceKind, SynthImage};
 
-use super::imageops::to_model_input;
+use super::pixels::to_model_input;
 use super::{DataError, LoadOptions, Sample};
 
 /// Sizes of the in-memory `synthetic:KIND` dataset.
@@ -55,7 +55,7 @@ fn generate(
     }
 }
 
-fn to_sample(img: SynthImage, name: String, with_mask: bool) -> Sample {
+fn to_sample(img: SynthImage, name: String, with_mask: bool) -> Result<Sample, DataError> {
     let image = to_model_input(
         &img.pixels,
         img.width,
@@ -63,14 +63,18 @@ fn to_sample(img: SynthImage, name: String, with_mask: bool) -> Sample {
         img.channels,
         img.width,
         img.channels,
-    );
-    Sample {
+    )
+    .map_err(|source| DataError::Preprocess {
+        what: format!("synthetic image {name}"),
+        source,
+    })?;
+    Ok(Sample {
         image,
         anomalous: img.defect.is_some(),
         mask: with_mask.then(|| img.mask.iter().map(|&m| m != 0).collect()),
         name,
         class: img.defect.map_or("good", DefectKind::name).to_string(),
-    }
+    })
 }
 
 /// The defect kinds of `n` defective images: round-robin, so every kind appears once `n >= 4`.
@@ -86,7 +90,7 @@ pub(crate) fn load(kind: SurfaceKind, opts: &LoadOptions) -> Result<Splits, Data
     let (size, ch, seed) = (opts.image_size, opts.channels, opts.seed);
     Generator::try_new(kind, size, size, ch, seed)
         .map_err(|e| DataError::Options(e.to_string()))?;
-    let good = |split: Split, n: usize, prefix: &str| -> Vec<Sample> {
+    let good = |split: Split, n: usize, prefix: &str| -> Result<Vec<Sample>, DataError> {
         (0..n)
             .into_par_iter()
             .map(|i| {
@@ -95,8 +99,8 @@ pub(crate) fn load(kind: SurfaceKind, opts: &LoadOptions) -> Result<Splits, Data
             })
             .collect()
     };
-    let train = good(Split::Train, TRAIN_GOOD, "train");
-    let val = good(Split::Val, VAL_GOOD, "val");
+    let train = good(Split::Train, TRAIN_GOOD, "train")?;
+    let val = good(Split::Val, VAL_GOOD, "val")?;
 
     // Test: good and defective parts interleaved in a seeded order.
     let mut plan: Vec<Option<DefectKind>> = vec![None; TEST_GOOD];
@@ -114,7 +118,7 @@ pub(crate) fn load(kind: SurfaceKind, opts: &LoadOptions) -> Result<Splits, Data
             let img = generate(kind, size, ch, seed, split, i, defect);
             to_sample(img, format!("synthetic-test-{i:04}"), true)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok((train, val, test))
 }
 
@@ -206,6 +210,48 @@ pub fn write_synthetic_folder(
     defect_rate: f32,
     seed: u64,
 ) -> Result<SynthSummary, DataError> {
+    check_folder_request(out, kind, count, size, channels, defect_rate, seed)?;
+    let n_test = count / 2;
+    let n_def = ((n_test as f32 * defect_rate).round() as usize).max(DefectKind::ALL.len());
+    let n_good = n_test.saturating_sub(n_def).max(1);
+    let w = FolderWriter {
+        out,
+        kind,
+        size,
+        channels,
+        seed,
+        width: 3.max((count.max(n_good).max(n_def)).to_string().len()),
+    };
+    w.make_dirs()?;
+    w.write_good(Split::Train, count, &out.join("train").join("good"))?;
+    w.write_good(Split::TestGood, n_good, &out.join("test").join("good"))?;
+    let per_kind = w.write_defective(&defect_plan(n_def))?;
+    Ok(SynthSummary {
+        root: out.to_path_buf(),
+        kind: kind.name().to_string(),
+        size,
+        channels,
+        train_good: count,
+        test_good: n_good,
+        test_defective: DefectKind::ALL
+            .iter()
+            .zip(per_kind)
+            .map(|(d, n)| (d.name().to_string(), n))
+            .collect(),
+        masks: n_def,
+    })
+}
+
+/// The checks [`write_synthetic_folder`] makes before writing anything.
+fn check_folder_request(
+    out: &Path,
+    kind: SurfaceKind,
+    count: usize,
+    size: usize,
+    channels: usize,
+    defect_rate: f32,
+    seed: u64,
+) -> Result<(), DataError> {
     if count == 0 {
         return Err(DataError::Options(
             "synthetic count must be at least 1".into(),
@@ -227,86 +273,68 @@ pub fn write_synthetic_folder(
             });
         }
     }
+    Ok(())
+}
 
-    let n_test = count / 2;
-    let n_def = ((n_test as f32 * defect_rate).round() as usize).max(DefectKind::ALL.len());
-    let n_good = n_test.saturating_sub(n_def).max(1);
-    let plan = defect_plan(n_def);
-    let width = 3.max((count.max(n_good).max(n_def)).to_string().len());
+/// What every image [`write_synthetic_folder`] writes has in common.
+struct FolderWriter<'a> {
+    out: &'a Path,
+    kind: SurfaceKind,
+    size: usize,
+    channels: usize,
+    seed: u64,
+    /// Digits of the zero-padded file numbers.
+    width: usize,
+}
 
-    let train_dir = out.join("train").join("good");
-    let good_dir = out.join("test").join("good");
-    mkdir(&train_dir)?;
-    mkdir(&good_dir)?;
-    for d in DefectKind::ALL {
-        mkdir(&out.join("test").join(d.name()))?;
-        mkdir(&out.join("ground_truth").join(d.name()))?;
+impl FolderWriter<'_> {
+    fn make_dirs(&self) -> Result<(), DataError> {
+        mkdir(&self.out.join("train").join("good"))?;
+        mkdir(&self.out.join("test").join("good"))?;
+        for d in DefectKind::ALL {
+            mkdir(&self.out.join("test").join(d.name()))?;
+            mkdir(&self.out.join("ground_truth").join(d.name()))?;
+        }
+        Ok(())
     }
 
-    (0..count).into_par_iter().try_for_each(|i| {
-        let img = generate(kind, size, channels, seed, Split::Train, i, None);
-        save_png(
-            &train_dir.join(format!("{i:0width$}.png")),
-            &img.pixels,
-            size,
-            channels,
-        )
-    })?;
-    (0..n_good).into_par_iter().try_for_each(|i| {
-        let img = generate(kind, size, channels, seed, Split::TestGood, i, None);
-        save_png(
-            &good_dir.join(format!("{i:0width$}.png")),
-            &img.pixels,
-            size,
-            channels,
-        )
-    })?;
-    // Number defective parts per defect type, as MVTec does.
-    let mut per_kind = [0usize; 4];
-    let jobs: Vec<(usize, DefectKind, usize)> = plan
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| {
-            let k = DefectKind::ALL.iter().position(|&x| x == d).unwrap_or(0);
-            let j = per_kind[k];
-            per_kind[k] += 1;
-            (i, d, j)
-        })
-        .collect();
-    jobs.par_iter().try_for_each(|&(i, d, j)| {
-        let img = generate(kind, size, channels, seed, Split::TestDefective, i, Some(d));
-        save_png(
-            &out.join("test")
-                .join(d.name())
-                .join(format!("{j:0width$}.png")),
-            &img.pixels,
-            size,
-            channels,
-        )?;
-        save_png(
-            &out.join("ground_truth")
-                .join(d.name())
-                .join(format!("{j:0width$}_mask.png")),
-            &img.mask,
-            size,
-            1,
-        )
-    })?;
+    fn name(&self, i: usize, suffix: &str) -> String {
+        format!("{i:0w$}{suffix}.png", w = self.width)
+    }
 
-    Ok(SynthSummary {
-        root: out.to_path_buf(),
-        kind: kind.name().to_string(),
-        size,
-        channels,
-        train_good: count,
-        test_good: n_good,
-        test_defective: DefectKind::ALL
+    /// `n` good parts of `split` as `dir/NNN.png`.
+    fn write_good(&self, split: Split, n: usize, dir: &Path) -> Result<(), DataError> {
+        let (kind, size, ch, seed) = (self.kind, self.size, self.channels, self.seed);
+        (0..n).into_par_iter().try_for_each(|i| {
+            let img = generate(kind, size, ch, seed, split, i, None);
+            save_png(&dir.join(self.name(i, "")), &img.pixels, size, ch)
+        })
+    }
+
+    /// The defective parts of `plan` with their masks, numbered per defect type as MVTec does;
+    /// returns the count per type in [`DefectKind::ALL`] order.
+    fn write_defective(&self, plan: &[DefectKind]) -> Result<[usize; DefectKind::ALL.len()], DataError> {
+        let mut per_kind = [0usize; DefectKind::ALL.len()];
+        let jobs: Vec<(usize, DefectKind, usize)> = plan
             .iter()
-            .zip(per_kind)
-            .map(|(d, n)| (d.name().to_string(), n))
-            .collect(),
-        masks: n_def,
-    })
+            .enumerate()
+            .map(|(i, &d)| {
+                let k = DefectKind::ALL.iter().position(|&x| x == d).unwrap_or(0);
+                let j = per_kind[k];
+                per_kind[k] += 1;
+                (i, d, j)
+            })
+            .collect();
+        let (kind, size, ch, seed) = (self.kind, self.size, self.channels, self.seed);
+        jobs.par_iter().try_for_each(|&(i, d, j)| {
+            let img = generate(kind, size, ch, seed, Split::TestDefective, i, Some(d));
+            let test = self.out.join("test").join(d.name());
+            save_png(&test.join(self.name(j, "")), &img.pixels, size, ch)?;
+            let gt = self.out.join("ground_truth").join(d.name());
+            save_png(&gt.join(self.name(j, "_mask")), &img.mask, size, 1)
+        })?;
+        Ok(per_kind)
+    }
 }
 
 /// One part of a line written by [`write_line`]: its file name and, for a defective part, the
