@@ -253,6 +253,24 @@ fn train_help_lists_every_detectors_scores() {
     }
 }
 
+/// The map scores every detector has are listed too, by the same names `maps::SCORES` holds.
+#[test]
+fn train_help_lists_the_map_scores() {
+    let o = ok(vigil(&["train", "--help"]));
+    let help = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let entry = format!(
+        "map scores {}:",
+        vigil_models::maps::SCORES.join(", ")
+    );
+    assert!(
+        help.contains(&entry),
+        "`vigil train --help` lacks `{entry}`:\n{help}"
+    );
+}
+
 #[test]
 fn unknown_score_names_the_detectors_scores() {
     let o = vigil(&[

@@ -17,6 +17,7 @@ pub mod fused;
 pub mod gaae;
 pub mod ganomaly;
 pub mod layers;
+pub mod maps;
 pub mod optim;
 pub mod smoothing;
 #[cfg(test)]
