@@ -122,7 +122,7 @@ pub fn score_samples_many(
         map_of.push(match kinds.iter().position(|(k, _)| *k == kind) {
             Some(i) => i,
             None => {
-                kinds.push((kind, name));
+                kinds.push((kind, *name));
                 kinds.len() - 1
             }
         });

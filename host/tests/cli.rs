@@ -116,8 +116,8 @@ fn ganomaly_on_fashion_mnist_class_1_reaches_auroc_090() {
         "threshold not recalibrated"
     );
 
-    // `--score all`: both scores from one pass, one JSON line each, the bundle's own first, with
-    // exactly the figures of the one-score runs.
+    // `--score all`: both scores and then the map scores from one pass, one JSON line each, the
+    // bundle's own first, with exactly the figures of the one-score runs.
     let out = ok(vigil(&[
         "eval",
         "--model",
@@ -132,7 +132,11 @@ fn ganomaly_on_fashion_mnist_class_1_reaches_auroc_090() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    let maps = vigil_models::maps::SCORES;
+    assert_eq!(lines.len(), 2 + maps.len(), "{lines:?}");
+    for (got, want) in lines[2..].iter().zip(maps) {
+        assert_eq!(got["score"], *want, "{got}");
+    }
     for (got, want) in lines.iter().zip([&v, &enc]) {
         for key in [
             "score",
