@@ -11,7 +11,7 @@ use crate::bundle::LoadedModel;
 use crate::data::{Dataset, Sample};
 use crate::report::{self, Tile};
 use crate::train::{
-    calibrate, preview_tiles, score_samples, score_samples_many, Scored, ScoredMany,
+    calibrate, preview_tiles, score_samples, score_samples_many, Scored,
 };
 use vigil_models::export::run::OnnxScorer;
 
@@ -51,11 +51,12 @@ pub fn evaluate(
         Some(s) if s == m.score.name => (s, m.normalisation.threshold),
         Some(s) => {
             let kind = detector.kind();
-            if !kind.scores().contains(&s) {
+            if !kind.all_scores().contains(&s) {
                 anyhow::bail!(
-                    "--score {s}: {} has no such score (it has: {})",
+                    "--score {s}: {} has no such score (it has: {}), nor is it a map score ({})",
                     kind.name(),
-                    kind.scores().join(", ")
+                    kind.scores().join(", "),
+                    vigil_models::maps::SCORES.join(", ")
                 );
             }
             let val = score_samples(detector, &data.val, s, false, device)?;
@@ -70,15 +71,25 @@ pub fn evaluate(
     let result = metrics_of(model, data, &scored, score, threshold)?;
     if let Some(dir) = report_dir {
         let labels: Vec<bool> = test.iter().map(|s| s.anomalous).collect();
-        write_report(model, test, &scored.scores, &labels, &result, dir, device)?;
+        write_report(
+            model,
+            test,
+            &scored.scores,
+            &labels,
+            &result,
+            dir,
+            score,
+            device,
+        )?;
     }
     Ok(result)
 }
 
 /// Every score of the bundle's detector (`vigil eval --score all`), from one scoring pass over
 /// the held-out normals and one over the test split: the bundle's own score first, with its
-/// threshold, then the others in the detector's order, each calibrated afresh as [`evaluate`]
-/// does. What `just bench-accuracy` uses to compare a detector's scores on the same models.
+/// threshold, then the others in the detector's order and then the map scores
+/// (`DetectorKind::all_scores`), each calibrated afresh as [`evaluate`] does, each with its own
+/// map for the pixel metrics. What `just bench-accuracy` uses to compare a detector's scores on the same models.
 pub fn evaluate_all_scores(
     model: &LoadedModel,
     data: &Dataset,
@@ -92,19 +103,17 @@ pub fn evaluate_all_scores(
         .chain(
             detector
                 .kind()
-                .scores()
-                .iter()
-                .copied()
+                .all_scores()
+                .into_iter()
                 .filter(|s| *s != own),
         )
         .collect();
     let val = score_samples_many(detector, &data.val, &names[1..], false, device)?.scores;
     let test = &data.test;
     let has_masks = test.iter().any(|s| s.mask.is_some());
-    let ScoredMany { scores, maps } =
-        score_samples_many(detector, test, &names, has_masks, device)?;
+    let many = score_samples_many(detector, test, &names, has_masks, device)?;
     let mut results = Vec::with_capacity(names.len());
-    for (i, (name, scores)) in names.iter().zip(scores).enumerate() {
+    for (i, (name, scores)) in names.iter().zip(&many.scores).enumerate() {
         let threshold = match i {
             0 => m.normalisation.threshold,
             _ => {
@@ -114,8 +123,8 @@ pub fn evaluate_all_scores(
             }
         };
         let scored = Scored {
-            scores,
-            maps: maps.clone(),
+            scores: scores.clone(),
+            maps: many.map(i).map(<[f32]>::to_vec),
         };
         results.push(metrics_of(model, data, &scored, name, threshold)?);
     }
@@ -216,6 +225,7 @@ fn metrics_of(
     Ok(result)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_report(
     model: &LoadedModel,
     test: &[Sample],
@@ -223,6 +233,7 @@ fn write_report(
     labels: &[bool],
     result: &EvalResult,
     dir: &Path,
+    score: &str,
     device: &Device,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -252,7 +263,7 @@ fn write_report(
         &pick(true),
         Some(result.threshold),
     )?;
-    overlay_grid(model, test, scores, &dir.join("overlay.png"), device)?;
+    overlay_grid(model, test, scores, score, &dir.join("overlay.png"), device)?;
     std::fs::write(
         dir.join("metrics.json"),
         serde_json::to_string_pretty(result)?,
@@ -262,11 +273,12 @@ fn write_report(
 }
 
 /// Input | reconstruction | heatmap overlay | ground truth for the most anomalous-looking
-/// defects and a few normals, so a person can see whether the map lights the defect.
+/// defects and a few normals, so a person can see whether the map (of `score`) lights the defect.
 fn overlay_grid(
     model: &LoadedModel,
     test: &[Sample],
     scores: &[f32],
+    score: &str,
     path: &Path,
     device: &Device,
 ) -> Result<()> {
@@ -281,7 +293,7 @@ fn overlay_grid(
     let refs: Vec<&Sample> = chosen.iter().map(|&i| &test[i]).collect();
     let with_masks = refs.iter().any(|s| s.mask.is_some());
     let empty = vec![false; size * size];
-    let rows: Vec<Vec<Tile>> = preview_tiles(model.detector.as_ref(), &refs, device)?
+    let rows: Vec<Vec<Tile>> = preview_tiles(model.detector.as_ref(), &refs, score, device)?
         .into_iter()
         .zip(&refs)
         .map(|(p, s)| {

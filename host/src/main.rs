@@ -148,7 +148,11 @@ struct TrainArgs {
     /// Score to calibrate and ship; default: the first of the detector's. anogan: search,
     /// residual; egbad: residual, combined, features; ganomaly: residual, encoder; alad:
     /// features, l1, l2, logits; fanogan: izif, residual, origin; gaae: combined, residual,
-    /// features, latent; wild: combined, residual, origin (docs/bundle.md defines each).
+    /// features, latent; wild: combined, residual, origin (docs/bundle.md defines each). Every
+    /// detector also has the map scores l1-max, l1-topk, ssim-mean, ssim-max, ssim-topk,
+    /// msgms-mean, msgms-max, msgms-topk: an image score read from a smoothed residual map
+    /// (L1, 1 − SSIM, 1 − MSGMS; its max, or the mean of its top 1 % or of all pixels), and that
+    /// map becomes the bundle's anomaly map.
     #[arg(long)]
     score: Option<String>,
     /// Gaussian σ in pixels for smoothing the anomaly map (default: image size / 64, at least 1).

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use vigil_models::{build, Detector, DetectorKind, ModelConfig};
+use vigil_models::{build, maps, Detector, DetectorKind, ModelConfig};
 use vigil_shared::manifest::{
     InputSpec, Manifest, Normalisation, Provenance, ScoreSpec, SCHEMA_VERSION,
 };
@@ -66,10 +66,22 @@ pub struct Scored {
     pub maps: Option<Vec<f32>>,
 }
 
-/// Several scores of the same images: one vector per score name, maps shared.
+/// Several scores of the same images: one vector per score name, and (when kept) the maps they
+/// are read from, each distinct map once (the detector's scores share its L1 map; each map
+/// score family its own, `vigil_models::maps`).
 pub struct ScoredMany {
     pub scores: Vec<Vec<f32>>,
-    pub maps: Option<Vec<f32>>,
+    /// Distinct maps, flattened `N·H·W`; empty unless maps were kept.
+    pub maps: Vec<Vec<f32>>,
+    /// For each score, the index of its map in `maps`.
+    pub map_of: Vec<usize>,
+}
+
+impl ScoredMany {
+    /// The map of score `i`, if maps were kept.
+    pub fn map(&self, i: usize) -> Option<&[f32]> {
+        self.maps.get(self.map_of[i]).map(Vec::as_slice)
+    }
 }
 
 pub fn score_samples(
@@ -79,16 +91,20 @@ pub fn score_samples(
     keep_maps: bool,
     device: &Device,
 ) -> Result<Scored> {
-    let ScoredMany { mut scores, maps } =
-        score_samples_many(detector, samples, &[score], keep_maps, device)?;
+    let ScoredMany {
+        mut scores,
+        mut maps,
+        ..
+    } = score_samples_many(detector, samples, &[score], keep_maps, device)?;
     Ok(Scored {
         scores: scores.pop().unwrap_or_default(),
-        maps,
+        maps: maps.pop(),
     })
 }
 
-/// Several of the detector's scores from one pass over `samples` (each detector computes all of
-/// its scores in one forward pass anyway); one score vector per name, in `names`' order.
+/// Several of the detector's scores, and map scores, from one pass over `samples` (each detector
+/// computes all of its scores in one forward pass anyway, and each map is computed once); one
+/// score vector per name, in `names`' order.
 pub fn score_samples_many(
     detector: &dyn Detector,
     samples: &[Sample],
@@ -98,19 +114,40 @@ pub fn score_samples_many(
 ) -> Result<ScoredMany> {
     let cfg = detector.config();
     let mut scores = vec![Vec::with_capacity(samples.len()); names.len()];
-    let mut maps = keep_maps.then(|| Vec::with_capacity(samples.len() * cfg.size * cfg.size));
+    // One representative score name per distinct map, and each score's map index.
+    let mut kinds: Vec<(maps::MapKind, &str)> = Vec::new();
+    let mut map_of = Vec::with_capacity(names.len());
+    for name in names {
+        let kind = maps::map_of(name);
+        map_of.push(match kinds.iter().position(|(k, _)| *k == kind) {
+            Some(i) => i,
+            None => {
+                kinds.push((kind, *name));
+                kinds.len() - 1
+            }
+        });
+    }
+    let plane = cfg.size * cfg.size;
+    let mut kept: Vec<Vec<f32>> = match keep_maps {
+        true => vec![Vec::with_capacity(samples.len() * plane); kinds.len()],
+        false => Vec::new(),
+    };
     for chunk in samples.chunks(128) {
         let refs: Vec<&Sample> = chunk.iter().collect();
         let x = batch_tensor(&refs, cfg.channels, cfg.size, device)?;
-        let inf = detector.infer(&x)?;
+        let inf = maps::infer(detector, &x, names)?;
         for (name, out) in names.iter().zip(scores.iter_mut()) {
             out.extend(inf.score(name)?.to_vec1::<f32>()?);
         }
-        if let Some(m) = maps.as_mut() {
-            m.extend(inf.map.flatten_all()?.to_vec1::<f32>()?);
+        for (m, (_, name)) in kept.iter_mut().zip(&kinds) {
+            m.extend(inf.map(name)?.flatten_all()?.to_vec1::<f32>()?);
         }
     }
-    Ok(ScoredMany { scores, maps })
+    Ok(ScoredMany {
+        scores,
+        maps: kept,
+        map_of,
+    })
 }
 
 /// Threshold = the chosen quantile of held-out normal scores; the normalisation maps the lowest
@@ -133,6 +170,8 @@ pub fn calibrate(val_scores: &[f32], q: f64) -> Result<Normalisation> {
 pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
     let kind = opts.detector;
     let score = chosen_score(kind, opts.score.as_deref())?;
+    // Refused before training rather than at the first calibration.
+    maps::check_geometry(&score, data.size, data.size)?;
     if data.train.len() < opts.batch {
         bail!(
             "the training split has {} images, fewer than one batch of {} (lower --batch)",
@@ -173,6 +212,7 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         write_epoch_plots(
             detector.as_ref(),
             &preview,
+            &score,
             &state,
             &plots,
             epoch + 1,
@@ -202,8 +242,12 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
 /// `--score`, checked against what `kind` offers; its default when not given.
 fn chosen_score(kind: DetectorKind, score: Option<&str>) -> Result<String> {
     match score {
-        Some(s) if kind.scores().contains(&s) => Ok(s.to_string()),
-        Some(s) => bail!("--score {s}: {kind} offers {}", kind.scores().join(", ")),
+        Some(s) if kind.all_scores().contains(&s) => Ok(s.to_string()),
+        Some(s) => bail!(
+            "--score {s}: {kind} offers {}, and the map scores {}",
+            kind.scores().join(", "),
+            maps::SCORES.join(", ")
+        ),
         None => Ok(kind.scores()[0].to_string()),
     }
 }
@@ -342,6 +386,7 @@ fn format_losses(losses: &[(&'static str, f32)]) -> String {
 fn write_epoch_plots(
     detector: &dyn Detector,
     preview: &[&Sample],
+    score: &str,
     state: &TrainState,
     dir: &Path,
     epoch: usize,
@@ -360,7 +405,7 @@ fn write_epoch_plots(
     )?;
 
     let cfg = detector.config();
-    let rows: Vec<Vec<Tile>> = preview_tiles(detector, preview, device)?
+    let rows: Vec<Vec<Tile>> = preview_tiles(detector, preview, score, device)?
         .into_iter()
         .map(|p| {
             vec![
@@ -388,16 +433,22 @@ pub struct PreviewTile {
     pub map_max: f32,
 }
 
+/// `score`'s map is shown (the detector's L1 map for its own scores).
 pub fn preview_tiles(
     detector: &dyn Detector,
     samples: &[&Sample],
+    score: &str,
     device: &Device,
 ) -> Result<Vec<PreviewTile>> {
     let cfg = detector.config();
     let (c, s) = (cfg.channels, cfg.size);
-    let inf = detector.infer(&batch_tensor(samples, c, s, device)?)?;
-    let recon = inf.reconstruction.flatten_from(1)?.to_vec2::<f32>()?;
-    let maps = inf.map.flatten_from(1)?.to_vec2::<f32>()?;
+    let inf = maps::infer(detector, &batch_tensor(samples, c, s, device)?, &[score])?;
+    let recon = inf
+        .inference
+        .reconstruction
+        .flatten_from(1)?
+        .to_vec2::<f32>()?;
+    let maps = inf.map(score)?.flatten_from(1)?.to_vec2::<f32>()?;
     let map_max = maps
         .iter()
         .flatten()

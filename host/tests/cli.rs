@@ -116,8 +116,8 @@ fn ganomaly_on_fashion_mnist_class_1_reaches_auroc_090() {
         "threshold not recalibrated"
     );
 
-    // `--score all`: both scores from one pass, one JSON line each, the bundle's own first, with
-    // exactly the figures of the one-score runs.
+    // `--score all`: both scores and then the map scores from one pass, one JSON line each, the
+    // bundle's own first, with exactly the figures of the one-score runs.
     let out = ok(vigil(&[
         "eval",
         "--model",
@@ -132,7 +132,11 @@ fn ganomaly_on_fashion_mnist_class_1_reaches_auroc_090() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    let maps = vigil_models::maps::SCORES;
+    assert_eq!(lines.len(), 2 + maps.len(), "{lines:?}");
+    for (got, want) in lines[2..].iter().zip(maps) {
+        assert_eq!(got["score"], *want, "{got}");
+    }
     for (got, want) in lines.iter().zip([&v, &enc]) {
         for key in [
             "score",
@@ -251,6 +255,24 @@ fn train_help_lists_every_detectors_scores() {
             "`vigil train --help` lacks `{entry}`:\n{help}"
         );
     }
+}
+
+/// The map scores every detector has are listed too, by the same names `maps::SCORES` holds.
+#[test]
+fn train_help_lists_the_map_scores() {
+    let o = ok(vigil(&["train", "--help"]));
+    let help = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let entry = format!(
+        "map scores {}:",
+        vigil_models::maps::SCORES.join(", ")
+    );
+    assert!(
+        help.contains(&entry),
+        "`vigil train --help` lacks `{entry}`:\n{help}"
+    );
 }
 
 #[test]

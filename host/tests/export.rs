@@ -88,16 +88,17 @@ fn flat(samples: &[Sample]) -> Vec<f32> {
         .collect()
 }
 
-/// Candle's (scores, maps) for `samples` with the manifest's score.
+/// Candle's (scores, maps) for `samples` with the manifest's score (and that score's map).
 fn candle_scores(dir: &Path, samples: &[Sample]) -> (Vec<f32>, Vec<f32>) {
     let model = vigil_host::bundle::load(dir, &Device::Cpu).unwrap();
     let m = &model.manifest;
     let (c, s) = (m.input.channels, m.input.height);
     let x = Tensor::from_vec(flat(samples), (samples.len(), c, s, s), &Device::Cpu).unwrap();
-    let inf = model.detector.infer(&x).unwrap();
+    let name = m.score.name.as_str();
+    let inf = vigil_models::maps::infer(model.detector.as_ref(), &x, &[name]).unwrap();
     (
-        inf.score(&m.score.name).unwrap().to_vec1().unwrap(),
-        inf.map.flatten_all().unwrap().to_vec1().unwrap(),
+        inf.score(name).unwrap().to_vec1().unwrap(),
+        inf.map(name).unwrap().flatten_all().unwrap().to_vec1().unwrap(),
     )
 }
 
@@ -441,6 +442,39 @@ fn exported_wild_matches_candle_in_tract_and_onnxruntime() {
         &["combined", "residual", "origin"],
         "combined",
     );
+}
+
+/// The map scores (`vigil_models::maps`) of GANomaly's shared bundle, one of them also as int8.
+#[test]
+fn exported_ganomaly_map_scores_match_candle_in_tract_and_onnxruntime() {
+    check_export(trained(), "ganomaly", MAP_SCORES, MAP_INT8);
+}
+
+/// The map scores of a BiGAN-family detector: the same graph pieces on another reconstruction.
+#[test]
+fn exported_alad_map_scores_match_candle_in_tract_and_onnxruntime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "alad");
+    check_export(&dir, "alad", MAP_SCORES, MAP_INT8);
+}
+
+/// Every map score, as the two tests above check them.
+const MAP_SCORES: &[&str] = &[
+    "l1-max",
+    "l1-topk",
+    "ssim-mean",
+    "ssim-max",
+    "ssim-topk",
+    "msgms-mean",
+    "msgms-max",
+    "msgms-topk",
+];
+/// The map score also exported as int8 (the networks are quantised, the map pieces stay f32).
+const MAP_INT8: &str = "ssim-topk";
+
+#[test]
+fn map_score_tests_cover_every_map_score() {
+    assert_eq!(MAP_SCORES, vigil_models::maps::SCORES);
 }
 
 /// The tests above name every score of every exportable detector: a score added to a

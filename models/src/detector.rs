@@ -63,6 +63,16 @@ impl DetectorKind {
         }
     }
 
+    /// The detector's own scores, then the map scores every detector has (`maps::SCORES`):
+    /// every name `--score` accepts.
+    pub fn all_scores(self) -> Vec<&'static str> {
+        self.scores()
+            .iter()
+            .chain(crate::maps::SCORES)
+            .copied()
+            .collect()
+    }
+
     /// Images per step when `--batch` is not given. EGBAD's BiGAN learns its encoder from the
     /// adversarial game alone, which needs more steps than 2 epochs of 64 give: on Fashion-MNIST
     /// class 1 (32², 2 epochs) batch 16 reaches image AUROC 0.910 against 0.376 with 64.

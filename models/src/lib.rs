@@ -20,6 +20,7 @@ pub mod fused;
 pub mod gaae;
 pub mod ganomaly;
 pub mod loss;
+pub mod maps;
 pub mod nn;
 pub mod optim;
 pub mod smoothing;

@@ -22,6 +22,7 @@ pub enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
+    Str(&'static str),
 }
 
 /// Builds one `GraphProto`: names are made unique with a running counter.
@@ -129,6 +130,17 @@ impl GraphBuilder {
     }
 
     pub fn node_named(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>, out: &str) {
+        self.node_outputs(op, inputs, attrs, &[out]);
+    }
+
+    /// Appends a node with several outputs (e.g. `TopK`'s values and indices).
+    pub fn node_outputs(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<(&str, Attr)>,
+        outs: &[&str],
+    ) {
         let attribute = attrs
             .into_iter()
             .map(|(name, a)| {
@@ -150,14 +162,18 @@ impl GraphBuilder {
                         p.f = f;
                         p.r#type = T::Float as i32;
                     }
+                    Attr::Str(v) => {
+                        p.s = v.as_bytes().to_vec();
+                        p.r#type = T::String as i32;
+                    }
                 }
                 p
             })
             .collect();
         self.graph.node.push(pb::NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out.to_string()],
-            name: format!("n_{out}"),
+            output: outs.iter().map(|s| s.to_string()).collect(),
+            name: format!("n_{}", outs[0]),
             op_type: op.to_string(),
             attribute,
             ..Default::default()

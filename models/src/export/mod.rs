@@ -15,6 +15,7 @@ pub mod gaae;
 pub mod ganomaly;
 pub mod graph;
 pub mod layers;
+pub mod maps;
 pub mod quant;
 pub mod run;
 pub mod wild;
@@ -190,9 +191,16 @@ pub fn scorer_model(detector: &dyn Detector, score: &str) -> Result<pb::ModelPro
         diff,
         abs,
     };
-    let score_v = head(&mut b, &weights, cfg, &r, score)?;
-    // Every detector's map: the channel mean of |x − x̂|, smoothed.
-    let map_v = b.residual_map(&r.abs, cfg.sigma, s, s);
+    let (score_v, map_v) = match crate::maps::MapScore::parse(score) {
+        // A map score: its own map, and the score read from it (`maps`).
+        Some(ms) => maps::score_and_map(&mut b, &r, cfg, ms)?,
+        // The detector's scores, with every detector's map: the channel mean of |x − x̂|,
+        // smoothed.
+        None => (
+            head(&mut b, &weights, cfg, &r, score)?,
+            b.residual_map(&r.abs, cfg.sigma, s, s),
+        ),
+    };
     b.output(SCORE, &score_v, &[Dim::Param(BATCH)]);
     b.output(
         MAP,
