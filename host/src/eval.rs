@@ -10,9 +10,7 @@ use vigil_shared::metrics;
 use crate::bundle::LoadedModel;
 use crate::data::{Dataset, Sample};
 use crate::report::{self, Tile};
-use crate::train::{
-    calibrate, preview_tiles, score_samples, score_samples_many, Scored,
-};
+use crate::train::{calibrate, preview_tiles, score_samples, score_samples_many, Scored};
 use vigil_models::export::run::OnnxScorer;
 
 /// The JSON object `vigil eval` prints (field names are fixed by DESIGN.md).
