@@ -10,9 +10,7 @@ use vigil_shared::metrics;
 use crate::bundle::LoadedModel;
 use crate::data::{Dataset, Sample};
 use crate::report::{self, Tile};
-use crate::train::{
-    calibrate, preview_tiles, score_samples, score_samples_many, Scored,
-};
+use crate::train::{calibrate, preview_tiles, score_samples, score_samples_many, Scored};
 use vigil_models::export::run::OnnxScorer;
 
 /// The JSON object `vigil eval` prints (field names are fixed by docs/design.md).
@@ -89,7 +87,8 @@ pub fn evaluate(
 /// the held-out normals and one over the test split: the bundle's own score first, with its
 /// threshold, then the others in the detector's order and then the map scores
 /// (`DetectorKind::all_scores`), each calibrated afresh as [`evaluate`] does, each with its own
-/// map for the pixel metrics. What `just bench-accuracy` uses to compare a detector's scores on the same models.
+/// map for the pixel metrics. What `just bench-accuracy` uses to compare a detector's scores on
+/// the same models.
 pub fn evaluate_all_scores(
     model: &LoadedModel,
     data: &Dataset,

@@ -265,10 +265,7 @@ fn train_help_lists_the_map_scores() {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
-    let entry = format!(
-        "map scores {}:",
-        vigil_models::maps::SCORES.join(", ")
-    );
+    let entry = format!("map scores {}:", vigil_models::maps::SCORES.join(", "));
     assert!(
         help.contains(&entry),
         "`vigil train --help` lacks `{entry}`:\n{help}"

@@ -98,7 +98,12 @@ fn candle_scores(dir: &Path, samples: &[Sample]) -> (Vec<f32>, Vec<f32>) {
     let inf = vigil_models::maps::infer(model.detector.as_ref(), &x, &[name]).unwrap();
     (
         inf.score(name).unwrap().to_vec1().unwrap(),
-        inf.map(name).unwrap().flatten_all().unwrap().to_vec1().unwrap(),
+        inf.map(name)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap(),
     )
 }
 

@@ -143,7 +143,11 @@ fn host_loader_and_vigild_give_identical_tensors_for_640x480_frames() {
     let good = dir.path().join("train").join("good");
     std::fs::create_dir_all(&good).unwrap();
     // File-name order is the replay order: grey frames first, then colour ones.
-    let files = [("a_grey.png", 1, 1), ("b_grey.png", 1, 2), ("c_rgb.png", 3, 3)];
+    let files = [
+        ("a_grey.png", 1, 1),
+        ("b_grey.png", 1, 2),
+        ("c_rgb.png", 3, 3),
+    ];
     for (name, ch, seed) in files {
         save(&good.join(name), &picture(ch, seed), ch);
     }

@@ -379,7 +379,14 @@ mod tests {
         for name in SCORES {
             assert_eq!(MapScore::parse(name).unwrap().to_string(), *name);
         }
-        for other in ["residual", "l1", "l1-mean", "ssim", "ssim-min", "msgms-top1"] {
+        for other in [
+            "residual",
+            "l1",
+            "l1-mean",
+            "ssim",
+            "ssim-min",
+            "msgms-top1",
+        ] {
             assert!(MapScore::parse(other).is_none(), "{other}");
         }
     }
@@ -513,7 +520,12 @@ mod tests {
         let m = vals(&msgms_residual(&img(-0.6, 0.6), &img(-0.3, 0.3)).unwrap());
         assert!(m.iter().all(|v| *v > -1e-6 && *v < 1.0));
         assert!(m[15] > 0.1 && m[16] > 0.1, "edge {} {}", m[15], m[16]);
-        assert!(m[0].abs() < 1e-5 && m[31].abs() < 1e-5, "far {} {}", m[0], m[31]);
+        assert!(
+            m[0].abs() < 1e-5 && m[31].abs() < 1e-5,
+            "far {} {}",
+            m[0],
+            m[31]
+        );
         let odd = img(0.0, 0.0).narrow(3, 0, 12).unwrap();
         assert!(msgms_residual(&odd, &odd).is_err());
         assert!(check_geometry("msgms-max", 12, 16).is_err());

@@ -137,7 +137,10 @@ pub fn convert_channels(
     dst: &mut [u8],
     dst_channels: usize,
 ) -> Result<(), PreprocessError> {
-    for (what, c) in [("source image", src_channels), ("converted image", dst_channels)] {
+    for (what, c) in [
+        ("source image", src_channels),
+        ("converted image", dst_channels),
+    ] {
         if c != 1 && c != 3 {
             return Err(PreprocessError::Channels {
                 what,
@@ -179,8 +182,8 @@ pub fn try_crop_u8(
     (x, y, w, h): (usize, usize, usize, usize),
     dst: &mut [u8],
 ) -> Result<(), PreprocessError> {
-    let outside = x.checked_add(w).is_none_or(|e| e > src_w)
-        || y.checked_add(h).is_none_or(|e| e > src_h);
+    let outside =
+        x.checked_add(w).is_none_or(|e| e > src_w) || y.checked_add(h).is_none_or(|e| e > src_h);
     if outside {
         return Err(PreprocessError::Crop {
             x,
@@ -595,7 +598,9 @@ mod tests {
     #[test]
     fn crop_copies_the_window_and_rejects_outside() {
         // 3 rows x 4 cols, value = 10 * y + x.
-        let src: Vec<u8> = (0..3).flat_map(|y| (0..4).map(move |x| 10 * y + x)).collect();
+        let src: Vec<u8> = (0..3)
+            .flat_map(|y| (0..4).map(move |x| 10 * y + x))
+            .collect();
         let mut dst = [0u8; 4];
         try_crop_u8(&src, 1, 3, 4, (1, 1, 2, 2), &mut dst).unwrap();
         assert_eq!(dst, [11, 12, 21, 22]);
@@ -662,8 +667,12 @@ mod tests {
             let mut dst = vec![0u8; 2 * 64];
             resize_bilinear_u8(&src, 1, h, w, &mut dst, 2, 64);
             for row in dst.chunks(64) {
-                let lit: Vec<(usize, u8)> =
-                    row.iter().copied().enumerate().filter(|&(_, v)| v > 0).collect();
+                let lit: Vec<(usize, u8)> = row
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .filter(|&(_, v)| v > 0)
+                    .collect();
                 assert_eq!(lit, vec![(col / 10, 25)], "column {col}");
             }
         }
@@ -684,5 +693,4 @@ mod tests {
         resize_bilinear_u8(&[77; 28 * 28], 1, 28, 28, &mut flat, 32, 32);
         assert!(flat.iter().all(|&v| v == 77));
     }
-
 }

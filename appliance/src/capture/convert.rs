@@ -435,5 +435,4 @@ mod tests {
         assert_eq!(out, [9, 9, 9, 200, 200, 200]);
         assert!(from_decoded(image::DynamicImage::new_luma8(2, 2), 1, &mut out).is_err());
     }
-
 }

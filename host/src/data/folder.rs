@@ -293,7 +293,12 @@ fn load_sample(
 
 /// The mask at `path` of `image` (already decoded as `img`) at `size`²: any channel above 127
 /// marks a defective pixel.
-fn load_mask(path: &Path, image: &Path, img: &Decoded, size: usize) -> Result<Vec<bool>, DataError> {
+fn load_mask(
+    path: &Path,
+    image: &Path,
+    img: &Decoded,
+    size: usize,
+) -> Result<Vec<bool>, DataError> {
     let m = decode(path)?;
     if (m.width, m.height) != (img.width, img.height) {
         return Err(DataError::MaskSize {

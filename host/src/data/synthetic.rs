@@ -313,7 +313,10 @@ impl FolderWriter<'_> {
 
     /// The defective parts of `plan` with their masks, numbered per defect type as MVTec does;
     /// returns the count per type in [`DefectKind::ALL`] order.
-    fn write_defective(&self, plan: &[DefectKind]) -> Result<[usize; DefectKind::ALL.len()], DataError> {
+    fn write_defective(
+        &self,
+        plan: &[DefectKind],
+    ) -> Result<[usize; DefectKind::ALL.len()], DataError> {
         let mut per_kind = [0usize; DefectKind::ALL.len()];
         let jobs: Vec<(usize, DefectKind, usize)> = plan
             .iter()

@@ -86,7 +86,14 @@ fn affine(b: &mut GraphBuilder, x: &str, k: f64, c: f64) -> String {
 }
 
 /// `maps::separable` on `[M, 1, H, W]`.
-fn separable(b: &mut GraphBuilder, m: &str, v: &[f32], h: &[f32], rows: usize, cols: usize) -> String {
+fn separable(
+    b: &mut GraphBuilder,
+    m: &str,
+    v: &[f32],
+    h: &[f32],
+    rows: usize,
+    cols: usize,
+) -> String {
     let idx = |n: usize, r: usize| -> Vec<i64> {
         crate::smoothing::reflect_indices(n, r)
             .into_iter()
@@ -139,14 +146,7 @@ fn channels(b: &mut GraphBuilder, x: &str, start: usize, len: usize) -> String {
 }
 
 /// `maps::ssim_residual`.
-fn ssim_residual(
-    b: &mut GraphBuilder,
-    x: &str,
-    y: &str,
-    c: usize,
-    h: usize,
-    w: usize,
-) -> String {
+fn ssim_residual(b: &mut GraphBuilder, x: &str, y: &str, c: usize, h: usize, w: usize) -> String {
     let (u, v) = (unit(b, x), unit(b, y));
     let uu_px = b.binary("Mul", &u, &u);
     let vv_px = b.binary("Mul", &v, &v);
@@ -282,7 +282,10 @@ mod tests {
                 );
                 let diff = |a: &[f32], b: &[f32]| {
                     assert_eq!(a.len(), b.len(), "{kind}/{name}");
-                    a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max)
+                    a.iter()
+                        .zip(b)
+                        .map(|(p, q)| (p - q).abs())
+                        .fold(0f32, f32::max)
                 };
                 let (ds, dm) = (diff(&got(0), &ws), diff(&got(1), &wm));
                 assert!(
