@@ -142,7 +142,7 @@ pub fn check_geometry(name: &str, h: usize, w: usize) -> Result<(), ModelError> 
         Some(MapScore {
             map: MapKind::Msgms,
             ..
-        }) if h % 8 != 0 || w % 8 != 0 || h == 0 || w == 0 => {
+        }) if !h.is_multiple_of(8) || !w.is_multiple_of(8) || h == 0 || w == 0 => {
             Err(ModelError::InvalidSetting(format!(
                 "score {name}: MSGMS works at {MSGMS_SCALES} scales, halving the image each time, \
                  so it needs image sides divisible by 8, not {h}×{w}"

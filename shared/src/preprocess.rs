@@ -149,7 +149,7 @@ pub fn convert_channels(
             });
         }
     }
-    if src.len() % src_channels != 0 {
+    if !src.len().is_multiple_of(src_channels) {
         return Err(PreprocessError::Length {
             what: "convert_channels source (a whole number of pixels)",
             expected: src.len() / src_channels * src_channels,

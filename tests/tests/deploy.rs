@@ -411,7 +411,7 @@ fn dry_run_changes_nothing(s: &Scenario) {
     assert!(env.releases().is_empty() && !prefix.join("current").exists());
 }
 
-/// 1. First install: the release layout, the rewritten config, the unit. Returns the release.
+/// Step 1: first install: the release layout, the rewritten config, the unit. Returns the release.
 fn first_install(s: &Scenario, t_: &mut Timings) -> String {
     let (env, sub, prefix, sha_a) = (&s.env, &s.sub, &s.prefix, &s.bundles.sha_a);
     let (vigild, a_s, cfg_s) = (
@@ -456,7 +456,7 @@ fn first_install(s: &Scenario, t_: &mut Timings) -> String {
     r1
 }
 
-/// 2. Upgrade to model B, keeping the device's config (read back over ssh); then a bundle
+/// Step 2: upgrade to model B, keeping the device's config (read back over ssh); then a bundle
 /// that fails its checksum never leaves this machine. Returns the new release.
 fn upgrade_then_refuse_a_corrupt_bundle(s: &Scenario, r1: &str, t_: &mut Timings) -> String {
     let (env, sub, sha_b) = (&s.env, &s.sub, &s.bundles.sha_b);
@@ -487,7 +487,7 @@ fn upgrade_then_refuse_a_corrupt_bundle(s: &Scenario, r1: &str, t_: &mut Timings
     r2
 }
 
-/// 3. A broken bundle: vigild refuses it at start, the health check fails, B comes back.
+/// Step 3: a broken bundle: vigild refuses it at start, the health check fails, B comes back.
 fn broken_bundle_rolls_back(s: &Scenario, r1: &str, r2: &str, t_: &mut Timings) {
     let (env, sub, prefix, sha_b) = (&s.env, &s.sub, &s.prefix, &s.bundles.sha_b);
     let (vigild, bad_s) = (s.vigild.as_str(), Scenario::path(&s.bundles.bad));
@@ -511,7 +511,7 @@ fn broken_bundle_rolls_back(s: &Scenario, r1: &str, r2: &str, t_: &mut Timings) 
     );
 }
 
-/// 4. Hot reload of model A: SIGHUP, no restart, no frame lost or late. Returns the release.
+/// Step 4: hot reload of model A: SIGHUP, no restart, no frame lost or late. Returns the release.
 fn hot_reload_loses_no_frame(s: &Scenario, t_: &mut Timings) -> String {
     let (env, sub, prefix) = (&s.env, &s.sub, &s.prefix);
     let (sha_a, sha_b) = (&s.bundles.sha_a, &s.bundles.sha_b);
@@ -574,7 +574,7 @@ fn hot_reload_loses_no_frame(s: &Scenario, t_: &mut Timings) -> String {
     env.current()
 }
 
-/// 5. A hot reload of a bundle vigild cannot load: refused, A keeps scoring, `current` back.
+/// Step 5: a hot reload of a bundle vigild cannot load: refused, A keeps scoring, `current` back.
 fn unloadable_reload_is_refused(s: &Scenario, r4: &str) {
     let (env, sub, sha_a) = (&s.env, &s.sub, &s.bundles.sha_a);
     let result_topic = format!("vigil/{DEVICE}/cam0/result");
@@ -620,7 +620,7 @@ fn send_command(port: u16, payload: serde_json::Value) {
     let _ = c.disconnect();
 }
 
-/// 6. The MQTT command: a wrong token is refused; the right one reloads B from its release.
+/// Step 6: the MQTT command: a wrong token is refused; the right one reloads B from its release.
 fn mqtt_command_reloads_with_the_token_only(s: &Scenario, r2: &str) {
     let (sub, prefix, sha_b) = (&s.sub, &s.prefix, &s.bundles.sha_b);
     let cmd = |payload: serde_json::Value| send_command(s.broker.port, payload);

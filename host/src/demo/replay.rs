@@ -103,11 +103,11 @@ fn watch(
                     .try_subscribe(format!("vigil/{DEVICE_ID}/#"), QoS::AtLeastOnce)
                     .context("subscribing the dashboard")?;
             }
-            Event::Incoming(Packet::Publish(p)) => {
-                if dashboard.on_publish(&p, stop_sent.is_some())? {
-                    daemon.terminate();
-                    stop_sent = Some(Instant::now());
-                }
+            Event::Incoming(Packet::Publish(p))
+                if dashboard.on_publish(&p, stop_sent.is_some())? =>
+            {
+                daemon.terminate();
+                stop_sent = Some(Instant::now());
             }
             _ => {}
         }
