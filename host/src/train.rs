@@ -16,7 +16,9 @@ use vigil_shared::rng::Rng;
 
 use crate::bundle::{self, TrainState, WIDTH};
 use crate::data::{Dataset, Sample};
+use crate::patch::{self, CropPlan};
 use crate::report::{self, Tile};
+use vigil_shared::tiles::Tiling;
 
 pub struct TrainOptions {
     pub detector: DetectorKind,
@@ -34,6 +36,8 @@ pub struct TrainOptions {
     pub device: Device,
     /// Show an interactive progress bar (stderr is a terminal).
     pub progress: bool,
+    /// Patch mode: train on random crops, score as stitched tiles (`crate::patch`).
+    pub patch: Option<patch::PatchTraining>,
 }
 
 pub struct TrainSummary {
@@ -156,7 +160,7 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         );
     }
     let cfg = ModelConfig {
-        size: data.size,
+        size: opts.patch.map_or(data.size, |p| p.spec.size),
         channels: data.channels,
         latent: opts.latent,
         width: WIDTH,
@@ -202,6 +206,7 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
             width: data.size,
             range: [-1.0, 1.0],
         },
+        patch: opts.patch.map(|p| p.spec),
         score: ScoreSpec {
             name: score.clone(),
             params: BTreeMap::from([("sigma".to_string(), opts.sigma as f64)]),
@@ -224,6 +229,7 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         },
         files: vec![],
     };
+    let tiling = patch::tiling(&manifest)?;
 
     let steps_per_epoch = data.train.len() / opts.batch;
     let preview: Vec<&Sample> = data.val.iter().chain(data.train.iter()).take(8).collect();
@@ -233,13 +239,22 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         // Seeded per epoch so a resumed run draws the same batches as an uninterrupted one.
         let mut order: Vec<usize> = (0..data.train.len()).collect();
         Rng::new(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)).shuffle(&mut order);
+        let crops = (opts.patch.as_ref()).map(|p| CropPlan::new(data, p, opts.seed, epoch));
+        let steps_per_epoch = crops
+            .as_ref()
+            .map_or(steps_per_epoch, |c| c.steps(opts.batch));
         let bar = progress_bar(opts.progress, steps_per_epoch, epoch, opts.epochs);
         let mut epoch_losses: BTreeMap<&'static str, (f64, usize)> = BTreeMap::new();
         detector.begin_epoch(epoch, opts.epochs);
         for step in 0..steps_per_epoch {
-            let idx = &order[step * opts.batch..(step + 1) * opts.batch];
-            let refs: Vec<&Sample> = idx.iter().map(|&i| &data.train[i]).collect();
-            let x = batch_tensor(&refs, data.channels, data.size, &opts.device)?;
+            let x = match &crops {
+                Some(c) => c.batch(data, step, opts.batch, &opts.device)?,
+                None => {
+                    let idx = &order[step * opts.batch..(step + 1) * opts.batch];
+                    let refs: Vec<&Sample> = idx.iter().map(|&i| &data.train[i]).collect();
+                    batch_tensor(&refs, data.channels, data.size, &opts.device)?
+                }
+            };
             let losses = detector.train_step(&x)?;
             for (name, v) in &losses {
                 if !v.is_finite() {
@@ -263,7 +278,14 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         bar.finish_and_clear();
 
         // End of epoch: calibrate on held-out normals, write a usable bundle and the checkpoint.
-        let val = score_samples(detector.as_ref(), &data.val, &score, false, &opts.device)?;
+        let val = patch::score_samples(
+            detector.as_ref(),
+            tiling.as_ref(),
+            &data.val,
+            &score,
+            false,
+            &opts.device,
+        )?;
         manifest.normalisation = calibrate(&val.scores, opts.threshold_quantile)?;
         manifest.training.epochs = epoch + 1;
         bundle::save_weights(detector.as_ref(), &opts.out, &mut manifest)?;
@@ -275,6 +297,7 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
             &state,
             &plots,
             epoch + 1,
+            tiling.as_ref(),
             &opts.device,
         )?;
 
@@ -326,6 +349,7 @@ fn write_epoch_plots(
     state: &TrainState,
     dir: &Path,
     epoch: usize,
+    tiling: Option<&Tiling>,
     device: &Device,
 ) -> Result<()> {
     let series: Vec<(&str, &[f32])> = state
@@ -340,18 +364,19 @@ fn write_epoch_plots(
         &series,
     )?;
 
-    let cfg = detector.config();
-    let rows: Vec<Vec<Tile>> = preview_tiles(detector, preview, device)?
+    // The plots show whole images: in patch mode the tiles stitched at input size.
+    let side = tiling.map_or(detector.config().size, |t| t.height());
+    let rows: Vec<Vec<Tile>> = patch::preview_tiles(detector, tiling, preview, device)?
         .into_iter()
         .map(|p| {
             vec![
                 p.input,
                 p.reconstruction,
-                Tile::heatmap(&p.map, cfg.size, cfg.size, 0.0, p.map_max),
+                Tile::heatmap(&p.map, side, side, 0.0, p.map_max),
             ]
         })
         .collect();
-    let scale = (128 / cfg.size as u32).max(1);
+    let scale = (128 / side as u32).max(1);
     report::image_grid(
         &dir.join(format!("reconstruction-epoch-{epoch:03}.png")),
         &rows,
