@@ -29,6 +29,10 @@ bench-train steps="20" warmup="3":
 bench-loop fps="30" seconds="60":
     bash bench/bench-loop.sh {{fps}} {{seconds}}
 
+# The same loop on 640×480 frames with a 256² ROI and a patch-mode model (32² tiles, stride 16 or 32).
+bench-loop-patch fps="30" seconds="60" stride="16":
+    VARIANT=patch STRIDE={{stride}} bash bench/bench-loop.sh {{fps}} {{seconds}}
+
 # Scoring speed, tract vs onnxruntime, f32 and int8, batch 1 and 8, 1 and 2 threads; see docs/benchmarks.md.
 bench-infer bundle="runs/bench-infer" iters="200":
     bash bench/bench-infer.sh {{bundle}} {{iters}}

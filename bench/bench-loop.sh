@@ -3,20 +3,61 @@
 # the model's 64²) at a fixed rate with a 64² GANomaly on the tract backend, and reports
 # deadline misses, p50/p99 per stage and the loop's overhead outside inference.
 #   bench/bench-loop.sh [FPS] [SECONDS]
+# VARIANT=patch (`just bench-loop-patch`): 640×480 camera-sized frames replayed from a folder,
+# a 256² ROI cropped from each, scored by a patch-mode GANomaly (256² input, 32² tiles, stride
+# $STRIDE, default 16: 225 tiles per frame, each frame's tiles one tract run, maps stitched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fps=${1:-30}
 secs=${2:-60}
-model=runs/bench-loop-64
-out=runs/bench-loop
-mkdir -p "$out"
+variant=${VARIANT:-whole}
+stride=${STRIDE:-16}
 
 cargo build --release -p vigil-host -p vigil-appliance
-if [ ! -f "$model/model.onnx" ]; then
-  # Accuracy is irrelevant here, only the graph's size: one short epoch.
-  target/release/vigil train --detector ganomaly --data synthetic:metal --image-size 64 \
-    --channels 1 --epochs 1 --out "$model"
-  target/release/vigil export --model "$model"
+if [ "$variant" = patch ]; then
+  model=runs/bench-loop-patch-s$stride
+  out=runs/bench-loop-patch
+  mkdir -p "$out"
+  if [ ! -f "$model/model.onnx" ]; then
+    # Accuracy is irrelevant here, only the graph and the tiling: one short epoch, one crop each.
+    target/release/vigil train --detector ganomaly --data synthetic:metal --image-size 256 \
+      --patch 32 --stride "$stride" --crops 1 --channels 1 --epochs 1 --out "$model"
+    target/release/vigil export --model "$model"
+  fi
+  frames_dir=$out/frames
+  if [ ! -f "$frames_dir/frame_07.png" ]; then
+    # Eight 640×480 grey frames of brushed-metal-like texture (streaks + noise), stdlib only.
+    mkdir -p "$frames_dir"
+    python3 - "$frames_dir" <<'PY'
+import random, struct, sys, zlib
+def png(path, w, h, rows):
+    def chunk(t, d):
+        c = struct.pack(">I", len(d)) + t + d
+        return c + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    raw = b"".join(b"\0" + bytes(r) for r in rows)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+for k in range(8):
+    rnd = random.Random(k)
+    w, h = 640, 480
+    streak = [rnd.gauss(0, 12) for _ in range(h)]
+    rows = [[max(0, min(255, int(128 + streak[y] + rnd.gauss(0, 6)))) for _ in range(w)] for y in range(h)]
+    png(f"{sys.argv[1]}/frame_{k:02d}.png", w, h, rows)
+PY
+  fi
+  source_args=(--source "folder:$frames_dir" --roi 192,112,256,256)
+else
+  model=runs/bench-loop-64
+  out=runs/bench-loop
+  mkdir -p "$out"
+  if [ ! -f "$model/model.onnx" ]; then
+    # Accuracy is irrelevant here, only the graph's size: one short epoch.
+    target/release/vigil train --detector ganomaly --data synthetic:metal --image-size 64 \
+      --channels 1 --epochs 1 --out "$model"
+    target/release/vigil export --model "$model"
+  fi
+  source_args=(--source synthetic:metal)
 fi
 
 frames=$((fps * secs))
@@ -25,7 +66,7 @@ echo "vigild: $frames frames at $fps fps ($secs s)..."
 # a VM, inference spikes past the budget come with it.
 steal() { awk '/^cpu /{print $9}' /proc/stat; }
 steal0=$(steal)
-target/release/vigild --model "$model" --source synthetic:metal --fps "$fps" --frames "$frames" \
+target/release/vigild --model "$model" "${source_args[@]}" --fps "$fps" --frames "$frames" \
   --threads "${THREADS:-1}" \
   --masks anomalous >"$out/results.jsonl" 2>"$out/vigild.log"
 steal_ms=$(( ($(steal) - steal0) * 1000 / $(getconf CLK_TCK) ))

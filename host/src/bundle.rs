@@ -72,7 +72,8 @@ pub fn save_checkpoint(detector: &dyn Detector, dir: &Path, state: &TrainState) 
 /// Architecture of a bundle, from its manifest.
 pub fn model_config(manifest: &Manifest) -> ModelConfig {
     ModelConfig {
-        size: manifest.input.height,
+        // In patch mode the network takes the tile, not the whole input.
+        size: manifest.patch.map_or(manifest.input.height, |p| p.size),
         channels: manifest.input.channels,
         latent: manifest.training.latent,
         width: WIDTH,

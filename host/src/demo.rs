@@ -85,6 +85,7 @@ pub fn train_line_model(
             threshold_quantile: 0.99,
             device: Device::Cpu,
             progress,
+            patch: None,
         },
     )?;
     export::export(

@@ -10,8 +10,8 @@ use vigil_shared::metrics;
 use crate::bundle::LoadedModel;
 use crate::data::{Dataset, Sample};
 use crate::report::{self, Tile};
-use crate::train::{calibrate, preview_tiles, score_samples, score_samples_many, Scored};
-use vigil_models::export::run::OnnxScorer;
+use crate::patch::{self, preview_tiles, score_samples, score_samples_many};
+use crate::train::{calibrate, Scored};
 
 /// The JSON object `vigil eval` prints (field names are fixed by docs/design.md).
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +44,8 @@ pub fn evaluate(
     let m = &model.manifest;
     check_geometry(model, data)?;
     let detector = model.detector.as_ref();
+    let tiling = patch::tiling(m)?;
+    let tiling = tiling.as_ref();
     let (score, threshold) = match score {
         None => (m.score.name.as_str(), m.normalisation.threshold),
         Some(s) if s == m.score.name => (s, m.normalisation.threshold),
@@ -57,7 +59,7 @@ pub fn evaluate(
                     vigil_models::maps::SCORES.join(", ")
                 );
             }
-            let val = score_samples(detector, &data.val, s, false, device)?;
+            let val = score_samples(detector, tiling, &data.val, s, false, device)?;
             let norm = calibrate(&val.scores, m.normalisation.quantile)
                 .with_context(|| format!("calibrating the threshold of --score {s}"))?;
             (s, norm.threshold)
@@ -65,7 +67,7 @@ pub fn evaluate(
     };
     let test = &data.test;
     let has_masks = test.iter().any(|s| s.mask.is_some());
-    let scored = score_samples(detector, test, score, has_masks, device)?;
+    let scored = score_samples(detector, tiling, test, score, has_masks, device)?;
     let result = metrics_of(model, data, &scored, score, threshold)?;
     if let Some(dir) = report_dir {
         let labels: Vec<bool> = test.iter().map(|s| s.anomalous).collect();
@@ -97,6 +99,8 @@ pub fn evaluate_all_scores(
     let m = &model.manifest;
     check_geometry(model, data)?;
     let detector = model.detector.as_ref();
+    let tiling = patch::tiling(m)?;
+    let tiling = tiling.as_ref();
     let own = m.score.name.as_str();
     let names: Vec<&str> = std::iter::once(own)
         .chain(
@@ -107,10 +111,10 @@ pub fn evaluate_all_scores(
                 .filter(|s| *s != own),
         )
         .collect();
-    let val = score_samples_many(detector, &data.val, &names[1..], false, device)?.scores;
+    let val = score_samples_many(detector, tiling, &data.val, &names[1..], false, device)?.scores;
     let test = &data.test;
     let has_masks = test.iter().any(|s| s.mask.is_some());
-    let many = score_samples_many(detector, test, &names, has_masks, device)?;
+    let many = score_samples_many(detector, tiling, test, &names, has_masks, device)?;
     let mut results = Vec::with_capacity(names.len());
     for (i, (name, scores)) in names.iter().zip(&many.scores).enumerate() {
         let threshold = match i {
@@ -143,11 +147,9 @@ pub fn evaluate_onnx(
     let name = file.to_string_lossy();
     m.verify_file(dir, &name)
         .with_context(|| format!("--onnx {name}: not a verified file of the bundle"))?;
-    let (c, size) = (m.input.channels, m.input.height);
-    let scorer = OnnxScorer::load(&dir.join(file), [c, size, size], 32)?;
     let test = &data.test;
     let images: Vec<f32> = test.iter().flat_map(|s| s.image.iter().copied()).collect();
-    let (scores, maps) = scorer.run(&images)?;
+    let (scores, maps) = patch::onnx_scores(dir, file, m, &images)?;
     let has_masks = test.iter().any(|s| s.mask.is_some());
     let scored = Scored {
         scores,
@@ -292,7 +294,9 @@ fn overlay_grid(
     let refs: Vec<&Sample> = chosen.iter().map(|&i| &test[i]).collect();
     let with_masks = refs.iter().any(|s| s.mask.is_some());
     let empty = vec![false; size * size];
-    let rows: Vec<Vec<Tile>> = preview_tiles(model.detector.as_ref(), &refs, score, device)?
+    let tiling = patch::tiling(m)?;
+    let (detector, tiling) = (model.detector.as_ref(), tiling.as_ref());
+    let rows: Vec<Vec<Tile>> = preview_tiles(detector, tiling, &refs, score, device)?
         .into_iter()
         .zip(&refs)
         .map(|(p, s)| {

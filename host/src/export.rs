@@ -71,7 +71,7 @@ pub fn export(dir: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
             bail!("--calibration 0: int8 calibration needs at least one image");
         }
         let images = calibration_images(&manifest, dir, n, opts.data_root.clone())?;
-        let q = export::quant::quantize(&f32_model, &images, &manifest_shape(&manifest))
+        let q = export::quant::quantize(&f32_model, &images, &crate::patch::graph_chw(&manifest))
             .with_context(|| format!("quantising {}", dir.join(F32_FILE).display()))?;
         let path = write_atomic(dir, INT8_FILE, &export::encode(&q))?;
         let sha = record(dir, &mut manifest, INT8_FILE, "int8")?;
@@ -79,10 +79,6 @@ pub fn export(dir: &Path, opts: &ExportOptions) -> Result<ExportSummary> {
     }
     manifest.save(dir)?;
     Ok(ExportSummary { files })
-}
-
-fn manifest_shape(m: &Manifest) -> [usize; 3] {
-    [m.input.channels, m.input.height, m.input.width]
 }
 
 /// The first `n` normal training images of the data the model was trained on, flattened CHW.
@@ -109,9 +105,7 @@ fn calibration_images(
     if normal.is_empty() {
         bail!("{spec}: no normal training images to calibrate on");
     }
-    Ok(normal
-        .iter()
-        .take(n)
-        .flat_map(|s| s.image.iter().copied())
-        .collect())
+    // In patch mode the graph takes tiles: calibrate on the tiles of the first `n` images.
+    let take = normal.len().min(n);
+    crate::patch::calibration_inputs(manifest, &normal[..take])
 }

@@ -6,5 +6,6 @@ pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod export;
+pub mod patch;
 pub mod report;
 pub mod train;

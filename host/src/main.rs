@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use vigil_host::data::{self, DataSpec, LoadOptions};
-use vigil_host::{bundle, demo, eval, export, train};
+use vigil_host::{bundle, demo, eval, export, patch, train};
 use vigil_models::DetectorKind;
 use vigil_shared::synth::SurfaceKind;
 
@@ -119,9 +119,23 @@ struct TrainArgs {
     /// Bundle directory to write (created if missing; overwritten unless --resume).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Side of the square model input, a power of two (32, 64, 128, 256).
-    #[arg(long, default_value_t = 64, value_parser = parse_size)]
-    image_size: usize,
+    /// Side of the square model input, a power of two (32, 64, 128, 256); default 64. With
+    /// --patch, the side the images are loaded at (from the patch up to 512, or `native`: the
+    /// folder's own size, all images sharing one; the default with --patch).
+    #[arg(long, value_name = "N|native")]
+    image_size: Option<patch::SizeArg>,
+    /// Patch mode: train on random N×N crops of the --image-size images (N a power of two,
+    /// 32..=256) and score a whole image as overlapping tiles, their anomaly maps stitched at
+    /// input resolution and the image score the largest tile score (docs/bundle.md).
+    #[arg(long, value_name = "N")]
+    patch: Option<usize>,
+    /// Step between tiles when scoring in patch mode (default: N/2).
+    #[arg(long, value_name = "S", requires = "patch")]
+    stride: Option<usize>,
+    /// Random crops per training image and epoch in patch mode (default: as many as
+    /// non-overlapping N×N tiles fit in the image).
+    #[arg(long, value_name = "K", requires = "patch")]
+    crops: Option<usize>,
     /// Colour channels of the model input, 1 or 3 (default: 1 for fashion-mnist and synthetic,
     /// 3 for folder data).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
@@ -274,8 +288,10 @@ fn run_train(a: TrainArgs) -> Result<()> {
     if channels != 1 && channels != 3 {
         bail!("--channels {channels}: expected 1 or 3");
     }
+    let image_size = patch::image_size(a.image_size, a.patch, &a.data.data)?;
+    let patch = patch::training(a.patch, a.stride, a.crops, image_size)?;
     let opts = LoadOptions {
-        image_size: a.image_size,
+        image_size,
         channels,
         data_root: a.data.data_root,
         seed: a.seed,
@@ -287,7 +303,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         dataset.train.len(),
         dataset.val.len(),
         dataset.test.len(),
-        a.image_size
+        image_size
     );
     let summary = train::train(
         &dataset,
@@ -300,12 +316,11 @@ fn run_train(a: TrainArgs) -> Result<()> {
             seed: a.seed,
             resume: a.resume,
             score: a.score,
-            sigma: a
-                .sigma
-                .unwrap_or_else(|| bundle::default_sigma(a.image_size)),
+            sigma: a.sigma.unwrap_or_else(|| bundle::default_sigma(image_size)),
             threshold_quantile: a.threshold_quantile,
             device,
             progress: std::io::stderr().is_terminal(),
+            patch,
         },
     )?;
     eprintln!(

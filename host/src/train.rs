@@ -13,9 +13,11 @@ use vigil_shared::manifest::{
 };
 use vigil_shared::metrics::quantile;
 use vigil_shared::rng::Rng;
+use vigil_shared::tiles::Tiling;
 
 use crate::bundle::{self, TrainState, WIDTH};
 use crate::data::{Dataset, Sample};
+use crate::patch::{self, CropPlan};
 use crate::report::{self, Tile};
 
 pub struct TrainOptions {
@@ -34,6 +36,8 @@ pub struct TrainOptions {
     pub device: Device,
     /// Show an interactive progress bar (stderr is a terminal).
     pub progress: bool,
+    /// Patch mode: train on random crops, score as stitched tiles (`crate::patch`).
+    pub patch: Option<patch::PatchTraining>,
 }
 
 pub struct TrainSummary {
@@ -114,19 +118,7 @@ pub fn score_samples_many(
 ) -> Result<ScoredMany> {
     let cfg = detector.config();
     let mut scores = vec![Vec::with_capacity(samples.len()); names.len()];
-    // One representative score name per distinct map, and each score's map index.
-    let mut kinds: Vec<(maps::MapKind, &str)> = Vec::new();
-    let mut map_of = Vec::with_capacity(names.len());
-    for name in names {
-        let kind = maps::map_of(name);
-        map_of.push(match kinds.iter().position(|(k, _)| *k == kind) {
-            Some(i) => i,
-            None => {
-                kinds.push((kind, *name));
-                kinds.len() - 1
-            }
-        });
-    }
+    let (kinds, map_of) = distinct_maps(names);
     let plane = cfg.size * cfg.size;
     let mut kept: Vec<Vec<f32>> = match keep_maps {
         true => vec![Vec::with_capacity(samples.len() * plane); kinds.len()],
@@ -150,6 +142,23 @@ pub fn score_samples_many(
     })
 }
 
+/// One representative score name per distinct map among `names`, and each name's map index.
+pub(crate) fn distinct_maps<'a>(names: &[&'a str]) -> (Vec<(maps::MapKind, &'a str)>, Vec<usize>) {
+    let mut kinds: Vec<(maps::MapKind, &str)> = Vec::new();
+    let mut map_of = Vec::with_capacity(names.len());
+    for name in names {
+        let kind = maps::map_of(name);
+        map_of.push(match kinds.iter().position(|(k, _)| *k == kind) {
+            Some(i) => i,
+            None => {
+                kinds.push((kind, *name));
+                kinds.len() - 1
+            }
+        });
+    }
+    (kinds, map_of)
+}
+
 /// Threshold = the chosen quantile of held-out normal scores; the normalisation maps the lowest
 /// normal score to 0 and the threshold to 0.5, linearly (so `max` mirrors `min` around it).
 pub fn calibrate(val_scores: &[f32], q: f64) -> Result<Normalisation> {
@@ -170,8 +179,10 @@ pub fn calibrate(val_scores: &[f32], q: f64) -> Result<Normalisation> {
 pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
     let kind = opts.detector;
     let score = chosen_score(kind, opts.score.as_deref())?;
-    // Refused before training rather than at the first calibration.
-    maps::check_geometry(&score, data.size, data.size)?;
+    // Refused before training rather than at the first calibration; the model sees tiles in
+    // patch mode.
+    let side = opts.patch.map_or(data.size, |p| p.spec.size);
+    maps::check_geometry(&score, side, side)?;
     if data.train.len() < opts.batch {
         bail!(
             "the training split has {} images, fewer than one batch of {} (lower --batch)",
@@ -180,7 +191,7 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
         );
     }
     let cfg = ModelConfig {
-        size: data.size,
+        size: side,
         channels: data.channels,
         latent: opts.latent,
         width: WIDTH,
@@ -194,25 +205,37 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
     let mut state = initial_state(detector.as_mut(), opts)?;
     let mut manifest = new_manifest(data, opts, &score);
+    let tiling = patch::tiling(&manifest)?;
 
     let preview: Vec<&Sample> = data.val.iter().chain(data.train.iter()).take(8).collect();
     let mut images = 0usize;
     let started = Instant::now();
     for epoch in state.epochs_done..opts.epochs {
-        let epoch_losses = train_epoch(detector.as_mut(), data, opts, epoch, &mut state)?;
-        images += data.train.len() / opts.batch * opts.batch;
+        let (epoch_losses, seen) = train_epoch(detector.as_mut(), data, opts, epoch, &mut state)?;
+        images += seen;
 
         // End of epoch: calibrate on held-out normals, write a usable bundle and the checkpoint.
-        let val = score_samples(detector.as_ref(), &data.val, &score, false, &opts.device)?;
+        let val = patch::score_samples(
+            detector.as_ref(),
+            tiling.as_ref(),
+            &data.val,
+            &score,
+            false,
+            &opts.device,
+        )?;
         manifest.normalisation = calibrate(&val.scores, opts.threshold_quantile)?;
         manifest.training.epochs = epoch + 1;
         bundle::save_weights(detector.as_ref(), &opts.out, &mut manifest)?;
         state.epochs_done = epoch + 1;
         bundle::save_checkpoint(detector.as_ref(), &opts.out, &state)?;
+        let shown = Preview {
+            samples: &preview,
+            score: &score,
+            tiling: tiling.as_ref(),
+        };
         write_epoch_plots(
             detector.as_ref(),
-            &preview,
-            &score,
+            &shown,
             &state,
             &plots,
             epoch + 1,
@@ -292,6 +315,7 @@ fn new_manifest(data: &Dataset, opts: &TrainOptions, score: &str) -> Manifest {
             width: data.size,
             range: [-1.0, 1.0],
         },
+        patch: opts.patch.map(|p| p.spec),
         score: ScoreSpec {
             name: score.to_string(),
             params: BTreeMap::from([("sigma".to_string(), opts.sigma as f64)]),
@@ -319,25 +343,34 @@ fn new_manifest(data: &Dataset, opts: &TrainOptions, score: &str) -> Manifest {
 /// Per-loss (sum, count) over one epoch.
 type EpochLosses = BTreeMap<&'static str, (f64, usize)>;
 
-/// One epoch of optimisation steps over whole batches, the loss series appended to `state`.
+/// One epoch of optimisation steps over whole batches (of images, or in patch mode of random
+/// crops), the loss series appended to `state`; returns the losses and the images seen.
 fn train_epoch(
     detector: &mut dyn Detector,
     data: &Dataset,
     opts: &TrainOptions,
     epoch: usize,
     state: &mut TrainState,
-) -> Result<EpochLosses> {
-    let steps_per_epoch = data.train.len() / opts.batch;
+) -> Result<(EpochLosses, usize)> {
     // Seeded per epoch so a resumed run draws the same batches as an uninterrupted one.
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     Rng::new(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)).shuffle(&mut order);
+    let crops = (opts.patch.as_ref()).map(|p| CropPlan::new(data, p, opts.seed, epoch));
+    let steps_per_epoch = crops
+        .as_ref()
+        .map_or(data.train.len() / opts.batch, |c| c.steps(opts.batch));
     let bar = progress_bar(opts.progress, steps_per_epoch, epoch, opts.epochs);
     let mut epoch_losses = EpochLosses::new();
     detector.begin_epoch(epoch, opts.epochs);
     for step in 0..steps_per_epoch {
-        let idx = &order[step * opts.batch..(step + 1) * opts.batch];
-        let refs: Vec<&Sample> = idx.iter().map(|&i| &data.train[i]).collect();
-        let x = batch_tensor(&refs, data.channels, data.size, &opts.device)?;
+        let x = match &crops {
+            Some(c) => c.batch(data, step, opts.batch, &opts.device)?,
+            None => {
+                let idx = &order[step * opts.batch..(step + 1) * opts.batch];
+                let refs: Vec<&Sample> = idx.iter().map(|&i| &data.train[i]).collect();
+                batch_tensor(&refs, data.channels, data.size, &opts.device)?
+            }
+        };
         let losses = detector.train_step(&x)?;
         for (name, v) in &losses {
             if !v.is_finite() {
@@ -358,7 +391,7 @@ fn train_epoch(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(epoch_losses)
+    Ok((epoch_losses, steps_per_epoch * opts.batch))
 }
 
 fn progress_bar(visible: bool, steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
@@ -383,10 +416,17 @@ fn format_losses(losses: &[(&'static str, f32)]) -> String {
         .join(" ")
 }
 
+/// What the per-epoch reconstruction grid shows: these samples, `score`'s map, whole images
+/// (stitched from their tiles in patch mode).
+struct Preview<'a> {
+    samples: &'a [&'a Sample],
+    score: &'a str,
+    tiling: Option<&'a Tiling>,
+}
+
 fn write_epoch_plots(
     detector: &dyn Detector,
-    preview: &[&Sample],
-    score: &str,
+    preview: &Preview,
     state: &TrainState,
     dir: &Path,
     epoch: usize,
@@ -404,18 +444,19 @@ fn write_epoch_plots(
         &series,
     )?;
 
-    let cfg = detector.config();
-    let rows: Vec<Vec<Tile>> = preview_tiles(detector, preview, score, device)?
+    let (samples, score, tiling) = (preview.samples, preview.score, preview.tiling);
+    let side = tiling.map_or(detector.config().size, |t| t.height());
+    let rows: Vec<Vec<Tile>> = patch::preview_tiles(detector, tiling, samples, score, device)?
         .into_iter()
         .map(|p| {
             vec![
                 p.input,
                 p.reconstruction,
-                Tile::heatmap(&p.map, cfg.size, cfg.size, 0.0, p.map_max),
+                Tile::heatmap(&p.map, side, side, 0.0, p.map_max),
             ]
         })
         .collect();
-    let scale = (128 / cfg.size as u32).max(1);
+    let scale = (128 / side as u32).max(1);
     report::image_grid(
         &dir.join(format!("reconstruction-epoch-{epoch:03}.png")),
         &rows,

@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod preprocess;
 pub mod rng;
 pub mod synth;
+pub mod tiles;

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::tiles::PatchSpec;
+
 /// The only manifest layout this build understands.
 pub const SCHEMA_VERSION: u32 = 1;
 /// File name of the manifest inside a bundle directory.
@@ -27,6 +29,11 @@ pub struct Manifest {
     /// Detector family: "ganomaly", "alad", ...
     pub detector: String,
     pub input: InputSpec,
+    /// Patch mode (`crate::tiles`): the model takes `size`² tiles of the `input`-sized image,
+    /// scored `stride` apart and stitched. Absent (older bundles, whole-image mode): the model
+    /// takes the whole `input`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<PatchSpec>,
     pub score: ScoreSpec,
     pub normalisation: Normalisation,
     pub training: Provenance,
@@ -222,6 +229,10 @@ impl Manifest {
         check_normalisation(&self.normalisation)?;
         if self.training.data.trim().is_empty() {
             return Err(bad("training.data", "must not be empty"));
+        }
+        if let Some(p) = &self.patch {
+            p.check(self.input.height, self.input.width)
+                .map_err(|(name, msg)| bad(name, msg))?;
         }
         check_files(&self.files)
     }
@@ -480,6 +491,7 @@ mod tests {
                 width: 32,
                 range: [-1.0, 1.0],
             },
+            patch: None,
             score: ScoreSpec {
                 name: "residual".into(),
                 params: BTreeMap::from([("sigma".to_string(), 4.0)]),
@@ -649,6 +661,46 @@ mod tests {
         let mut m = sample();
         m.normalisation.threshold = f32::NAN;
         assert!(matches!(m.save(&d.0), Err(BundleError::Field { .. })));
+    }
+
+    #[test]
+    fn patch_geometry_is_optional_round_trips_and_is_checked() {
+        let d = TempDir::new();
+        // Whole-image bundles write no `patch` key, so older builds still read them, and a
+        // manifest without one (every bundle before patch mode) loads as whole-image.
+        let v = serde_json::to_value(sample()).unwrap();
+        assert!(v.get("patch").is_none(), "{v}");
+        write_json(&d.0, &v);
+        assert_eq!(Manifest::load(&d.0).unwrap().patch, None);
+
+        let mut m = sample();
+        m.patch = Some(PatchSpec {
+            size: 16,
+            stride: 8,
+        });
+        m.save(&d.0).unwrap();
+        assert_eq!(Manifest::load(&d.0).unwrap(), m);
+
+        for (edit, name) in [
+            (serde_json::json!({"size": 64, "stride": 8}), "patch.size"),
+            (
+                serde_json::json!({"size": 16, "stride": 17}),
+                "patch.stride",
+            ),
+        ] {
+            let mut v = serde_json::to_value(sample()).unwrap();
+            v["patch"] = edit;
+            write_json(&d.0, &v);
+            match Manifest::load(&d.0).unwrap_err() {
+                BundleError::Field { field, .. } => assert_eq!(field, name),
+                other => panic!("{name}: expected Field error, got {other}"),
+            }
+        }
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["patch"] = serde_json::json!({"size": 16, "stride": 8, "overlap": 2});
+        write_json(&d.0, &v);
+        let msg = Manifest::load(&d.0).unwrap_err().to_string();
+        assert!(msg.contains("overlap"), "{msg}");
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! against the manifest, then optimises one plan per fixed batch size (1 and `max_batch`), so
 //! no shape is resolved and no optimisation pass runs while scoring. Each plan keeps its state
 //! and its input tensor between calls.
+//!
+//! A patch-mode bundle (`patch` in the manifest) has a graph that takes `N`² tiles: the backend
+//! still takes whole frames at the manifest's input size, cuts each into its `T` tiles
+//! (`vigil_shared::tiles`), runs them as one batch of `T` (the only plan), stitches the tile maps
+//! into the frame's map and takes the largest tile score, all in buffers allocated at load.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +17,7 @@ use ::tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use vigil_shared::manifest::Manifest;
+use vigil_shared::tiles::{max_over_tiles, Tiling};
 
 use super::{Backend, BackendError};
 
@@ -69,10 +75,23 @@ pub struct TractBackend {
     /// A private pool when `threads > 1`, so that two backends in one process do not share
     /// (or fight over) tract's global executor.
     executor: Option<Executor>,
-    /// C·H·W.
+    /// C·H·W of a frame (the manifest's input).
     frame: usize,
-    /// H·W.
+    /// H·W of a frame's map.
     plane: usize,
+    /// C·H·W and H·W of what the graph takes: the frame, or in patch mode one tile.
+    graph_frame: usize,
+    graph_plane: usize,
+    /// Patch mode; `None` for whole-image bundles.
+    tiles: Option<Tiles>,
+}
+
+/// Patch mode's tiling and its per-frame buffers (`T` tiles, their scores and maps).
+struct Tiles {
+    tiling: Tiling,
+    input: Vec<f32>,
+    scores: Vec<f32>,
+    maps: Vec<f32>,
 }
 
 fn load_err(path: &Path, msg: impl std::fmt::Display) -> BackendError {
@@ -104,17 +123,18 @@ fn fmt_dims(d: &[Option<i64>]) -> String {
     format!("[{}]", parts.join(","))
 }
 
-/// Checks that the graph has `image` → `score`, `anomaly_map` with the manifest's geometry.
-fn check_interface(path: &Path, proto: &pb::ModelProto, m: &Manifest) -> Result<(), BackendError> {
+/// Checks that the graph has `image` → `score`, `anomaly_map` with the geometry `[c, h, w]`
+/// the manifest implies (its input, or in patch mode its tile).
+fn check_interface(
+    path: &Path,
+    proto: &pb::ModelProto,
+    [c, h, w]: [usize; 3],
+) -> Result<(), BackendError> {
     let graph = proto
         .graph
         .as_ref()
         .ok_or_else(|| load_err(path, "the ONNX file holds no graph"))?;
-    let (c, h, w) = (
-        m.input.channels as i64,
-        m.input.height as i64,
-        m.input.width as i64,
-    );
+    let (c, h, w) = (c as i64, h as i64, w as i64);
     let initialisers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs: Vec<&pb::ValueInfoProto> = graph
         .input
@@ -198,13 +218,25 @@ impl TractBackend {
         let proto = onnx
             .proto_model_for_path(&path)
             .map_err(|e| load_err(&path, format!("not a valid ONNX model ({e})")))?;
-        check_interface(&path, &proto, &manifest)?;
-        let (c, h, w) = (
+        let (c, fh, fw) = (
             manifest.input.channels,
             manifest.input.height,
             manifest.input.width,
         );
-        let mut sizes = vec![1, opts.max_batch];
+        let tiling = manifest
+            .patch
+            .map(|p| Tiling::new(c, fh, fw, p))
+            .transpose()
+            .map_err(|e| load_err(&dir.join("manifest.json"), e))?;
+        let (h, w) = tiling
+            .as_ref()
+            .map_or((fh, fw), |t| (t.spec().size, t.spec().size));
+        check_interface(&path, &proto, [c, h, w])?;
+        // Patch mode runs each frame's tiles as one batch: a single plan for `T`.
+        let mut sizes = match &tiling {
+            Some(t) => vec![t.count()],
+            None => vec![1, opts.max_batch],
+        };
         sizes.dedup();
         let mut plans = Vec::with_capacity(sizes.len());
         for batch in sizes {
@@ -237,8 +269,16 @@ impl TractBackend {
             plans,
             max_batch: opts.max_batch,
             executor: (opts.threads > 1).then(|| Executor::multithread(opts.threads)),
-            frame: c * h * w,
-            plane: h * w,
+            frame: c * fh * fw,
+            plane: fh * fw,
+            graph_frame: c * h * w,
+            graph_plane: h * w,
+            tiles: tiling.map(|t| Tiles {
+                input: vec![0.0; t.count() * t.tile_len()],
+                scores: vec![0.0; t.count()],
+                maps: vec![0.0; t.count() * h * w],
+                tiling: t,
+            }),
         })
     }
 
@@ -261,7 +301,7 @@ impl TractBackend {
         scores: &mut [f32],
         maps: &mut [f32],
     ) -> Result<(), BackendError> {
-        let (frame, plane) = (self.frame, self.plane);
+        let (frame, plane) = (self.graph_frame, self.graph_plane);
         let run_err = |e: TractError| BackendError::Run(format!("tract: {e:#}"));
         let plan = &mut self.plans[p];
         // Reuse the input tensor unless tract still holds the previous run's reference.
@@ -290,6 +330,34 @@ impl TractBackend {
         let m = mv.as_slice::<f32>().map_err(run_err)?;
         scores[..n].copy_from_slice(&s[..n]);
         maps[..n * plane].copy_from_slice(&m[..n * plane]);
+        Ok(())
+    }
+}
+
+impl TractBackend {
+    /// Patch mode: each of the `batch` frames cut into its tiles, run as one batch of `T`,
+    /// stitched into its map; its score is the largest tile score. No allocation.
+    fn score_tiled(
+        &mut self,
+        tiles: &mut Tiles,
+        input: &[f32],
+        batch: usize,
+        scores: &mut [f32],
+        maps: &mut [f32],
+    ) -> Result<(), BackendError> {
+        let (frame, plane, count) = (self.frame, self.plane, tiles.tiling.count());
+        let shape = |e: vigil_shared::tiles::TileError| BackendError::Shape(e.to_string());
+        for i in 0..batch {
+            tiles
+                .tiling
+                .cut(&input[i * frame..(i + 1) * frame], &mut tiles.input)
+                .map_err(shape)?;
+            self.run_plan(0, &tiles.input, count, &mut tiles.scores, &mut tiles.maps)?;
+            let map = &mut maps[i * plane..(i + 1) * plane];
+            tiles.tiling.stitch(&tiles.maps, 1, map).map_err(shape)?;
+            // Per-tile scores; a score that reduces the map itself would reduce `map` here.
+            scores[i] = max_over_tiles(&tiles.scores);
+        }
         Ok(())
     }
 }
@@ -338,6 +406,12 @@ impl Backend for TractBackend {
                 maps.len(),
                 batch * self.plane
             )));
+        }
+        if let Some(mut tiles) = self.tiles.take() {
+            let r = self.score_tiled(&mut tiles, input, batch, scores, maps);
+            // Put the buffers back before any error returns: the next frame needs them.
+            self.tiles = Some(tiles);
+            return r;
         }
         // Exact plans first; any other size is padded into the max-batch plan (one run beats
         // `batch` single-frame runs on throughput once the batch is at least half full) or run
