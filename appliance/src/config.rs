@@ -114,6 +114,10 @@ pub struct Settings {
     /// The broker's ACLs and TLS remain the real access control (docs/mqtt.md, "Commands").
     #[arg(long, value_name = "SECRET")]
     pub command_token: Option<String>,
+    /// Accept `command_token` over a plain mqtt:// connection to a broker off this host (the
+    /// token then crosses the network readable by anyone on it). Default: false, refused.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_plaintext_commands: Option<bool>,
     /// Directory of the on-disk spool for results while the broker is unreachable.
     /// Default: vigild-spool in the working directory.
     #[arg(long, value_name = "DIR")]
@@ -335,6 +339,8 @@ pub struct MqttConfig {
     pub tls_ca: Option<PathBuf>,
     /// Secret of `…/command/reload`; None: not subscribed.
     pub command_token: Option<String>,
+    /// `command_token` accepted over plain MQTT to a non-loopback broker.
+    pub allow_plaintext_commands: bool,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub stats_interval: std::time::Duration,
@@ -589,6 +595,16 @@ impl Settings {
                 ));
             }
         }
+        let (allow_plaintext, _) = get!(allow_plaintext_commands);
+        let allow_plaintext_commands = allow_plaintext.unwrap_or(false);
+        let exposure = Exposure {
+            broker: broker.as_ref(),
+            embedded_broker,
+            login: username.is_some() && password.is_some(),
+            command_token: command_token.is_some(),
+            allow_plaintext_commands,
+        };
+        exposure.check(&get!(broker).1, &get!(command_token).1)?;
         let (spool_dir, _) = get!(spool_dir);
         let spool_dir = spool_dir.unwrap_or_else(|| PathBuf::from("vigild-spool"));
         let (spool_mb, src) = get!(spool_mb);
@@ -695,11 +711,61 @@ impl Settings {
                 password,
                 tls_ca,
                 command_token,
+                allow_plaintext_commands,
                 spool_dir,
                 spool_max_bytes: spool_mb << 20,
                 stats_interval: std::time::Duration::from_secs_f64(stats),
             },
         })
+    }
+}
+
+/// Whether `host` (a broker URL's host) is this machine: `localhost` or a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What the MQTT settings expose to the network, checked before anything starts.
+struct Exposure<'a> {
+    broker: Option<&'a BrokerUrl>,
+    embedded_broker: bool,
+    /// Both `username` and `password` set.
+    login: bool,
+    command_token: bool,
+    allow_plaintext_commands: bool,
+}
+
+impl Exposure<'_> {
+    /// `broker_src`, `token_src`: where `broker` and `command_token` came from.
+    fn check(&self, broker_src: &Src, token_src: &Src) -> Result<(), ConfigError> {
+        let remote = self.broker.filter(|b| !is_loopback_host(&b.host));
+        if let (true, Some(b), false) = (self.embedded_broker, remote, self.login) {
+            return Err(ConfigError::Field {
+                origin: broker_src.origin(),
+                field: "broker",
+                value: b.to_string(),
+                msg: "the embedded broker would listen there, off this host, for anyone: set \
+                      `username` and `password` (it then refuses clients without them) or use \
+                      a loopback address"
+                    .into(),
+            });
+        }
+        let plain = remote.filter(|b| !b.tls);
+        if let (true, Some(b), false) = (self.command_token, plain, self.allow_plaintext_commands) {
+            return Err(ConfigError::Field {
+                origin: token_src.origin(),
+                field: "command_token",
+                value: "***".into(),
+                msg: format!(
+                    "would cross the network in plain text to {b}: use an mqtts:// broker, \
+                     or set allow_plaintext_commands = true to accept that"
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -748,6 +814,8 @@ struct Effective<'a> {
     tls_ca: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]
     command_token: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    allow_plaintext_commands: bool,
     spool_dir: &'a Path,
     spool_mb: u64,
     stats_interval_s: f64,
@@ -786,6 +854,7 @@ impl Config {
             password: m.password.as_ref().map(|_| "********"),
             tls_ca: m.tls_ca.as_deref(),
             command_token: m.command_token.as_ref().map(|_| "********"),
+            allow_plaintext_commands: m.allow_plaintext_commands,
             spool_dir: &m.spool_dir,
             spool_mb: m.spool_max_bytes >> 20,
             stats_interval_s: m.stats_interval.as_secs_f64(),
@@ -906,6 +975,70 @@ mod tests {
         .unwrap();
         assert_eq!(c.mqtt.command_token.as_deref(), Some("0123456789abcdef"));
         assert!(!c.to_toml().contains("0123456789abcdef"));
+    }
+
+    /// The embedded broker off loopback needs a login; a command token over plain MQTT to
+    /// another host needs an explicit yes. Each refusal is one line naming field and value.
+    #[test]
+    fn network_exposure_is_refused_unless_asked_for() {
+        let tok = "command_token = \"0123456789abcdef\"\n";
+        for (text, field, value) in [
+            (
+                "embedded_broker = true\nbroker = \"mqtt://0.0.0.0:1883\"\n",
+                "broker",
+                "0.0.0.0:1883",
+            ),
+            (
+                "embedded_broker = true\nbroker = \"mqtt://10.1.2.3:1884\"\nusername = \"u\"\n",
+                "broker",
+                "10.1.2.3:1884",
+            ),
+            (
+                &format!("broker = \"mqtt://broker.plant\"\n{tok}"),
+                "command_token",
+                "***",
+            ),
+            (
+                &format!("broker = \"mqtt://[fd00::5]:1883\"\n{tok}"),
+                "command_token",
+                "***",
+            ),
+        ] {
+            let e = resolve(&format!("model = \"m\"\n{text}"), Settings::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("vigild.toml")
+                    && e.contains(&format!("`{field}`"))
+                    && e.contains(value)
+                    && !e.contains("0123456789abcdef")
+                    && !e.contains('\n'),
+                "{text}: {e}"
+            );
+        }
+        for ok in [
+            "embedded_broker = true\n".to_string(),
+            "embedded_broker = true\nbroker = \"mqtt://127.0.0.1:1999\"\n".into(),
+            "embedded_broker = true\nbroker = \"mqtt://0.0.0.0:1883\"\nusername = \"u\"\npassword = \"p\"\n".into(),
+            format!("broker = \"mqtts://broker.plant\"\n{tok}"),
+            format!("broker = \"mqtt://localhost:1883\"\n{tok}"),
+            format!("embedded_broker = true\n{tok}"),
+            format!("broker = \"mqtt://broker.plant\"\n{tok}allow_plaintext_commands = true\n"),
+        ] {
+            let c = resolve(&format!("model = \"m\"\n{ok}"), Settings::default());
+            assert!(c.is_ok(), "{ok}: {c:?}");
+        }
+        // The flag works too, and survives --print-config.
+        let c = resolve(
+            &format!("model = \"m\"\nbroker = \"mqtt://broker.plant\"\n{tok}"),
+            Settings {
+                allow_plaintext_commands: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(c.mqtt.allow_plaintext_commands);
+        assert!(c.to_toml().contains("allow_plaintext_commands = true"));
     }
 
     #[test]

@@ -183,7 +183,15 @@ fn run(cli: Cli) -> Result<()> {
     let mqtt = cfg.mqtt.broker.is_some() || cfg.mqtt.embedded_broker;
     if cfg.mqtt.embedded_broker {
         let addr = embedded_addr(&cfg)?;
-        let b = publish::start_embedded_broker_on(addr)?;
+        let auth = cfg
+            .mqtt
+            .username
+            .clone()
+            .map(|username| publish::Credentials {
+                username,
+                password: cfg.mqtt.password.clone().unwrap_or_default(),
+            });
+        let b = publish::start_embedded_broker_with(addr, auth)?;
         eprintln!("vigild: embedded MQTT broker on mqtt://{}", b.addr);
     }
     // The source first: a missing camera or folder is reported before the model loads.
@@ -231,10 +239,11 @@ fn run(cli: Cli) -> Result<()> {
     let sink = if mqtt {
         let mut pc = PublishConfig::from_mqtt(&cfg.mqtt, model_ref(&manifest))?;
         pc.models = Some(models.clone());
-        pc.commands = cfg.mqtt.command_token.clone().map(|token| Commands {
-            token,
-            requests: reloader.requests(),
-        });
+        pc.commands = cfg
+            .mqtt
+            .command_token
+            .clone()
+            .map(|token| Commands::new(token, reloader.requests()));
         let p = Publisher::start_for_pipeline(pc, results, telemetry.clone())?;
         let h = p.handle();
         reloader.set_report(Box::new(move |r| h.report_command(r)));

@@ -54,7 +54,12 @@ struct Cli {
     /// SSH private key.
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
-    /// Extra ssh `-o` option, repeatable (e.g. `StrictHostKeyChecking=no`).
+    /// Extra ssh `-o` option, repeatable. Pin the device's host key rather than turning the
+    /// check off: `ssh-keyscan -p PORT HOST > cam.known_hosts` once (compare its fingerprint,
+    /// `ssh-keygen -lf cam.known_hosts`, with the device's console), then pass
+    /// `--ssh-option UserKnownHostsFile=cam.known_hosts --ssh-option StrictHostKeyChecking=yes`
+    /// (docs/deploy.md, "Host keys"). Never `StrictHostKeyChecking=no`: it sends the config's
+    /// secrets to whoever answers on that address.
     #[arg(long = "ssh-option", value_name = "OPT")]
     ssh_options: Vec<String>,
     /// Limit for one ssh step (uploads included), in seconds.
@@ -589,7 +594,7 @@ fn stage_release(
             files.push(format!("model/{name}"));
         }
     }
-    std::fs::write(dir.join("vigild.toml"), config)?;
+    write_private(&dir.join("vigild.toml"), config)?;
     files.push("vigild.toml".into());
     std::fs::write(dir.join("vigild.service"), render_unit(prefix))?;
     files.push("vigild.service".into());

@@ -40,13 +40,16 @@ use rumqttc::{
 use tokio::sync::{mpsc, oneshot};
 use vigil_shared::messages::{
     self, CommandResult, DeviceState, FrameResult, LatencyMs, ModelRef, PipelineStats,
-    PublisherStats, ReloadCommand, Stats, Status, Topics,
+    PublisherStats, Stats, Status, Topics,
 };
 
 use crate::pipeline::{Results, Telemetry};
-use crate::reload::{token_eq, ModelTable, ReloadRequest, Trigger};
+use crate::reload::{parse_command, ModelTable, Refusal, RefusalLimiter, ReloadRequest, Trigger};
 
-pub use broker::{start_embedded_broker, start_embedded_broker_on, BrokerError, EmbeddedBroker};
+pub use broker::{
+    start_embedded_broker, start_embedded_broker_on, start_embedded_broker_with, BrokerError,
+    Credentials, EmbeddedBroker,
+};
 pub use spool::{Spool, SpoolError};
 
 /// Messages sent but not yet acknowledged, at most: keeps the resend after a lost connection
@@ -122,6 +125,18 @@ pub struct Commands {
     /// The shared secret a command must carry (`command_token`).
     pub token: String,
     pub requests: std::sync::mpsc::Sender<ReloadRequest>,
+    /// Shared by the clones: refusals of the whole run.
+    pub limiter: Arc<Mutex<RefusalLimiter>>,
+}
+
+impl Commands {
+    pub fn new(token: String, requests: std::sync::mpsc::Sender<ReloadRequest>) -> Commands {
+        Commands {
+            token,
+            requests,
+            limiter: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Commands {
@@ -674,9 +689,10 @@ impl State {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        // A corrupt spool record: skip past it rather than stall forever.
+                        // An I/O error reading the spool (corrupt records are skipped and
+                        // counted by the spool itself): try again from the start next time.
                         self.publish_errors += 1;
-                        eprintln!("vigild: {e}; skipping the rest of that segment");
+                        eprintln!("vigild: {e}; retrying");
                         self.spool.rewind();
                         break;
                     }
@@ -708,7 +724,7 @@ impl State {
                     Ok(seq) => i.origin = Origin::Spool(seq, m.is_result),
                     Err(e) => {
                         errors += 1;
-                        eprintln!("vigild: {e}");
+                        spool::report(&e);
                     }
                 }
             }
@@ -716,7 +732,7 @@ impl State {
         for m in self.memq.drain(..) {
             if let Err(e) = self.spool.append(m.retain, &m.topic, &m.payload) {
                 errors += 1;
-                eprintln!("vigild: {e}");
+                spool::report(&e);
             }
         }
         self.publish_errors += errors;
@@ -730,7 +746,7 @@ impl State {
             }
         } else if let Err(e) = self.spool.append(m.retain, &m.topic, &m.payload) {
             self.publish_errors += 1;
-            eprintln!("vigild: {e}");
+            spool::report(&e);
         }
     }
 
@@ -860,56 +876,50 @@ impl State {
         }
     }
 
-    /// An incoming message: only `…/command/reload` is subscribed.
-    fn on_incoming(&mut self, topic: &str, payload: &[u8]) {
+    /// An incoming message: only `…/command/reload` is subscribed. Parsing and the checks are
+    /// `reload::parse_command`'s; refusals are rate-limited.
+    fn on_incoming(&mut self, topic: &str, payload: &[u8], retain: bool) {
         let Some(cmd) = self.cfg.commands.clone() else {
             return;
         };
         if topic != self.topics.command_reload() {
             return;
         }
-        let refuse = |st: &mut State, request_id: Option<String>, bundle: String, msg: String| {
-            eprintln!("vigild: {topic}: refused: {msg}");
-            let r = CommandResult {
-                command: "reload".into(),
-                trigger: Trigger::Mqtt.as_str().into(),
-                request_id,
-                bundle,
-                ok: false,
-                model: st.cfg.model.clone(),
-                error: Some(msg),
-                at: messages::rfc3339_ms(SystemTime::now()),
-            };
-            st.publish_command_result(&r);
+        let refusal = match parse_command(payload, retain, &cmd.token) {
+            Ok(req) => match cmd.requests.send(req) {
+                Ok(()) => return,
+                Err(e) => Refusal {
+                    bundle: e
+                        .0
+                        .bundle
+                        .map(|b| b.display().to_string())
+                        .unwrap_or_default(),
+                    request_id: e.0.request_id,
+                    msg: "the reload thread has stopped".into(),
+                },
+            },
+            Err(r) => r,
         };
-        let c: ReloadCommand = match serde_json::from_slice(payload) {
-            Ok(c) => c,
-            Err(e) => {
-                return refuse(
-                    self,
-                    None,
-                    String::new(),
-                    format!("not a reload command ({{\"token\", \"bundle\"}} JSON): {e}"),
-                )
-            }
+        let now = Instant::now();
+        let Some(suppressed) = cmd.limiter.lock().map_or(Some(0), |mut l| l.admit(now)) else {
+            return;
         };
-        let bundle = c.bundle.clone().unwrap_or_default();
-        if !token_eq(&c.token, &cmd.token) {
-            return refuse(self, c.request_id, bundle, "wrong token".into());
+        let mut msg = refusal.msg;
+        if suppressed > 0 {
+            msg += &format!(" ({suppressed} more refused since the last one reported)");
         }
-        let req = ReloadRequest {
-            bundle: c.bundle.map(PathBuf::from),
-            trigger: Trigger::Mqtt,
-            request_id: c.request_id.clone(),
+        eprintln!("vigild: {topic}: refused: {msg}");
+        let r = CommandResult {
+            command: "reload".into(),
+            trigger: Trigger::Mqtt.as_str().into(),
+            request_id: refusal.request_id,
+            bundle: refusal.bundle,
+            ok: false,
+            model: self.cfg.model.clone(),
+            error: Some(msg),
+            at: messages::rfc3339_ms(SystemTime::now()),
         };
-        if cmd.requests.send(req).is_err() {
-            refuse(
-                self,
-                c.request_id,
-                bundle,
-                "the reload thread has stopped".into(),
-            );
-        }
+        self.publish_command_result(&r);
     }
 
     fn on_disconnect(&mut self, e: &ConnectionError) {
@@ -1078,7 +1088,9 @@ async fn run(
             Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => st.on_connack(),
             Some(Ok(Event::Incoming(Packet::PubAck(a)))) => st.on_puback(a.pkid),
             Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => st.on_outgoing_publish(pkid),
-            Some(Ok(Event::Incoming(Packet::Publish(p)))) => st.on_incoming(&p.topic, &p.payload),
+            Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                st.on_incoming(&p.topic, &p.payload, p.retain)
+            }
             Some(Ok(Event::Outgoing(Outgoing::Disconnect))) if st.disconnect_sent => break,
             Some(Ok(_)) => {}
             Some(Err(_)) if st.disconnect_sent => break,
