@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use mqtt_support::{free_port, result_ids, wait_until, Mosquitto, Subscriber};
 use vigil_appliance::backend::{Backend, BackendError};
 use vigil_appliance::capture::CaptureStats;
-use vigil_appliance::pipeline::Telemetry;
-use vigil_appliance::publish::{Commands, FrameReport, PublishConfig, Publisher, PublisherHandle};
+use vigil_appliance::pipeline::{Record, Telemetry};
+use vigil_appliance::publish::{Commands, PublishConfig, Publisher, PublisherHandle};
 use vigil_appliance::reload::{model_ref, ModelTable, RefusalLimiter, Reloader, ReloaderOptions};
 use vigil_shared::manifest::Manifest;
 use vigil_shared::messages::{CommandResult, LatencyMs, ModelRef};
@@ -48,10 +48,11 @@ fn config(port: u16, device: &str, spool: &Path) -> PublishConfig {
     c
 }
 
-fn report(i: u64, source: &Arc<str>) -> FrameReport {
-    FrameReport {
+fn report(i: u64, source: &Arc<str>) -> Record {
+    Record {
         frame_id: i,
-        source: source.clone(),
+        capture_id: i,
+        source: source.to_string(),
         captured_at: SystemTime::now(),
         score: 0.1,
         normalized_score: 0.2,
@@ -62,7 +63,8 @@ fn report(i: u64, source: &Arc<str>) -> FrameReport {
             infer: 1.0,
             total: 1.2,
         },
-        mask: None,
+        // No mask.
+        ..Record::new(0, 0)
     }
 }
 
@@ -142,7 +144,7 @@ fn mqtt_spool_disk_full_while_offline_every_result_arrives_or_is_counted() {
     drop(sub);
     broker.stop();
 
-    let publisher = Publisher::start(config(broker.port, "enospc", &spool), 0).unwrap();
+    let publisher = Publisher::start(config(broker.port, "enospc", &spool)).unwrap();
     let handle = publisher.handle();
     // Offline: 0..100 go to the spool, 100..200 meet a full disk, 200..300 have room again.
     send(&handle, 0..100);
@@ -313,7 +315,7 @@ fn mqtt_hostile_and_stale_reload_commands_are_refused() {
     let mut cfg = config(broker.port, device, spool.path());
     cfg.models = Some(models);
     cfg.commands = Some(Commands::new(TOKEN.into(), reloader.requests()));
-    let publisher = Publisher::start(cfg, 0).unwrap();
+    let publisher = Publisher::start(cfg).unwrap();
     let h = publisher.handle();
     reloader.set_report(Box::new(move |r| h.report_command(r)));
 

@@ -234,11 +234,7 @@ fn check_exposure(m: &Merge, c: &mut MqttConfig) -> Result<(), ConfigError> {
         ));
     }
     let plain = remote.filter(|b| !b.tls);
-    if let (true, Some(b), false) = (
-        c.command_token.is_some(),
-        plain,
-        c.allow_plaintext_commands,
-    ) {
+    if let (true, Some(b), false) = (c.command_token.is_some(), plain, c.allow_plaintext_commands) {
         let (_, src) = m.get(|s| &s.command_token);
         return Err(src.bad(
             "command_token",

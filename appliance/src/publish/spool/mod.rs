@@ -29,65 +29,21 @@
 //! - Not detectable: a power cut that reverts a segment to an earlier record boundary (records
 //!   appended since the last [`Spool::sync`]); that is the sync interval's loss above.
 
+mod error;
+mod format;
+
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-const HEADER: usize = 8;
-/// Larger records are refused: a mask of a 4096² model is 16 MiB raw, well below.
-const MAX_RECORD: usize = 64 << 20;
-/// Most bytes after a cut that [`Spool::open`] reads to count the whole records they hold.
-const MAX_SALVAGE_SCAN: u64 = 256 << 20;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
-    #[error("spool {}: {source}", .path.display())]
-    Io { path: PathBuf, source: io::Error },
-    #[error(
-        "spool {}: cannot append a record ({source}): dropped and counted in spool_dropped \
-         ({in_a_row} in a row)", .path.display()
-    )]
-    Append {
-        path: PathBuf,
-        source: io::Error,
-        /// Consecutive failed appends, this one included.
-        in_a_row: u64,
-    },
-    #[error("spool max size {max_bytes} bytes is too small: it must be at least 4096")]
-    TooSmall { max_bytes: u64 },
-}
-
-impl SpoolError {
-    /// False for the repeats of a run of failed appends (only the 1st, 10th, 100th, … are
-    /// worth a log line: a full disk at 30 fps would otherwise write 30 lines a second).
-    pub fn worth_logging(&self) -> bool {
-        match self {
-            SpoolError::Append { in_a_row, .. } => {
-                let mut n = *in_a_row;
-                while n >= 10 && n % 10 == 0 {
-                    n /= 10;
-                }
-                n == 1
-            }
-            _ => true,
-        }
-    }
-}
-
-/// Logs a spool error on stderr unless it repeats a run of failed appends.
-pub fn report(e: &SpoolError) {
-    if e.worth_logging() {
-        eprintln!("vigild: {e}");
-    }
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
+use error::io_err;
+pub use error::{report, SpoolError};
+pub use format::scan_records;
+use format::{
+    crc32, list_segments, read_acked, read_record, remove_segment, salvage_end, scan_prefix,
+    segment_path, sync_dir, HEADER, MAX_RECORD,
+};
 
 /// A spooled MQTT message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,175 +107,6 @@ pub struct Spool {
     /// Tests: the next append writes only this many bytes, then fails with ENOSPC.
     #[cfg(test)]
     fail_next_write: Option<usize>,
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    // Bitwise IEEE CRC-32: a few hundred bytes per record, not worth a table or a crate.
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
-
-fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
-    dir.join(format!("{first_seq:020}.seg"))
-}
-
-/// fsyncs a directory, so that files created or renamed in it survive a power cut.
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
-
-/// Removes a segment file; one that was never created (its create failed) is already gone.
-fn remove_segment(path: &Path) -> Result<(), SpoolError> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path)(e)),
-        _ => Ok(()),
-    }
-}
-
-/// Reads one record at the reader's position: Ok(None) at a clean end, Err(()) for a torn or
-/// corrupt record.
-fn read_record(r: &mut impl Read) -> Result<Option<(Record, u64)>, ()> {
-    let mut h = [0u8; HEADER];
-    let mut got = 0;
-    while got < HEADER {
-        match r.read(&mut h[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(()),
-        }
-    }
-    let len = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default()) as usize;
-    let crc = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
-    if !(11..=MAX_RECORD).contains(&len) {
-        return Err(());
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).map_err(|_| ())?;
-    if crc32(&body) != crc {
-        return Err(());
-    }
-    let seq = u64::from_le_bytes(body[0..8].try_into().map_err(|_| ())?);
-    let retain = body[8] != 0;
-    let tlen = u16::from_le_bytes(body[9..11].try_into().map_err(|_| ())?) as usize;
-    if 11 + tlen > len {
-        return Err(());
-    }
-    let topic = String::from_utf8(body[11..11 + tlen].to_vec()).map_err(|_| ())?;
-    let payload = body[11 + tlen..].to_vec();
-    Ok(Some((
-        Record {
-            seq,
-            retain,
-            topic,
-            payload,
-        },
-        (HEADER + len) as u64,
-    )))
-}
-
-/// Every whole record in `bytes`, wherever it starts (a resynchronising scan past garbage):
-/// the records themselves, in file order, and the offset each starts at.
-pub fn scan_records(bytes: &[u8]) -> Vec<(u64, Record)> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while at + HEADER <= bytes.len() {
-        let mut r = &bytes[at..];
-        match read_record(&mut r) {
-            Ok(Some((rec, n))) => {
-                out.push((at as u64, rec));
-                at += n as usize;
-            }
-            _ => at += 1,
-        }
-    }
-    out
-}
-
-/// The acknowledged position a previous run saved (0 when there is none or it is corrupt:
-/// everything still on disk is then sent again, at least once).
-fn read_acked(dir: &Path) -> u64 {
-    let path = dir.join("acked");
-    match fs::read(&path) {
-        Ok(b)
-            if b.len() == 12
-                && crc32(&b[..8]) == u32::from_le_bytes([b[8], b[9], b[10], b[11]]) =>
-        {
-            u64::from_le_bytes(b[..8].try_into().unwrap_or_default())
-        }
-        Ok(_) => {
-            eprintln!(
-                "vigild: spool {}: corrupt, ignored: every record still spooled is sent again",
-                path.display()
-            );
-            0
-        }
-        Err(_) => 0,
-    }
-}
-
-/// The first seqs of the segment files in `dir`, in order.
-fn list_segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
-    let mut firsts: Vec<u64> = fs::read_dir(dir)
-        .map_err(io_err(dir))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_suffix(".seg")?.parse::<u64>().ok()
-        })
-        .collect();
-    firsts.sort_unstable();
-    Ok(firsts)
-}
-
-/// What [`Spool::open`] found in one segment file.
-struct Scanned {
-    records: u64,
-    /// Length of the whole-record prefix.
-    good: u64,
-    last: Option<u64>,
-    /// File length (past `good`: a torn or corrupt record and whatever follows it).
-    len: u64,
-}
-
-/// Reads the prefix of whole, in-sequence records of the segment starting at `first`.
-fn scan_prefix(f: &mut File, first: u64) -> io::Result<Scanned> {
-    let len = f.metadata()?.len();
-    let mut reader = io::BufReader::new(&mut *f);
-    let (mut records, mut good, mut last) = (0u64, 0u64, None);
-    // A record whose seq breaks the run (a stray copy, a misnamed file) counts as corrupt.
-    while let Ok(Some((rec, n))) = read_record(&mut reader) {
-        if rec.seq != first + records {
-            break;
-        }
-        records += 1;
-        good += n;
-        last = Some(rec.seq);
-    }
-    Ok(Scanned {
-        records,
-        good,
-        last,
-        len,
-    })
-}
-
-/// One past the highest seq of a whole record in `f` after byte `from` (None: none there).
-fn salvage_end(f: &mut File, from: u64, len: u64) -> io::Result<Option<u64>> {
-    let n = (len - from).min(MAX_SALVAGE_SCAN);
-    let mut rest = vec![0u8; n as usize];
-    f.seek(SeekFrom::Start(from))?;
-    f.read_exact(&mut rest)?;
-    Ok(scan_records(&rest).iter().map(|(_, r)| r.seq + 1).max())
 }
 
 impl Spool {
@@ -488,52 +275,11 @@ impl Spool {
             self.drop_oldest()?;
         }
         let seq = self.next_seq;
-        let need_new = match self.segments.back() {
-            None => true,
-            Some(s) => s.bytes + rec_len > self.segment_bytes && s.records > 0,
-        };
-        if need_new {
-            self.seal_tail()?;
-            let path = segment_path(&self.dir, seq);
-            self.segments.push_back(Segment {
-                first_seq: seq,
-                records: 0,
-                bytes: 0,
-                path,
-            });
-        }
-        let Some(seg) = self.segments.back_mut() else {
+        self.open_tail(seq, rec_len)?;
+        let buf = format::encode(seq, retain, topic, payload);
+        let (Some(seg), Some(f)) = (self.segments.back_mut(), self.tail.as_mut()) else {
             return Err(io_err(&self.dir)(io::Error::other("no tail segment")));
         };
-        if self.tail.is_none() {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&seg.path)
-                .map_err(io_err(&seg.path))?;
-            if seg.records == 0 {
-                // A new file: its directory entry must survive a power cut too.
-                sync_dir(&self.dir)?;
-            }
-            self.tail = Some(f);
-        }
-        let Some(f) = self.tail.as_mut() else {
-            return Err(io_err(&seg.path)(io::Error::other("no tail file")));
-        };
-        if let Some(good) = self.tail_uncut {
-            f.set_len(good).map_err(io_err(&seg.path))?;
-            self.tail_uncut = None;
-        }
-        let mut buf = Vec::with_capacity(rec_len as usize);
-        buf.extend_from_slice(&(body_len as u32).to_le_bytes());
-        buf.extend_from_slice(&[0; 4]);
-        buf.extend_from_slice(&seq.to_le_bytes());
-        buf.push(u8::from(retain));
-        buf.extend_from_slice(&(topic.len() as u16).to_le_bytes());
-        buf.extend_from_slice(topic.as_bytes());
-        buf.extend_from_slice(payload);
-        let crc = crc32(&buf[HEADER..]);
-        buf[4..8].copy_from_slice(&crc.to_le_bytes());
         #[cfg(test)]
         let fault = self.fail_next_write.take();
         #[cfg(not(test))]
@@ -559,6 +305,45 @@ impl Spool {
         self.next_seq += 1;
         self.dirty = true;
         Ok(seq)
+    }
+
+    /// The tail segment and its open file, ready for a `rec_len`-byte record numbered `seq`:
+    /// a new segment when the tail is full, and a cut left over by a failed write done first.
+    fn open_tail(&mut self, seq: u64, rec_len: u64) -> Result<(), SpoolError> {
+        let need_new = match self.segments.back() {
+            None => true,
+            Some(s) => s.bytes + rec_len > self.segment_bytes && s.records > 0,
+        };
+        if need_new {
+            self.seal_tail()?;
+            let path = segment_path(&self.dir, seq);
+            self.segments.push_back(Segment {
+                first_seq: seq,
+                records: 0,
+                bytes: 0,
+                path,
+            });
+        }
+        let Some(seg) = self.segments.back() else {
+            return Err(io_err(&self.dir)(io::Error::other("no tail segment")));
+        };
+        if self.tail.is_none() {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&seg.path)
+                .map_err(io_err(&seg.path))?;
+            if seg.records == 0 {
+                // A new file: its directory entry must survive a power cut too.
+                sync_dir(&self.dir)?;
+            }
+            self.tail = Some(f);
+        }
+        if let (Some(good), Some(f)) = (self.tail_uncut, self.tail.as_ref()) {
+            f.set_len(good).map_err(io_err(&seg.path))?;
+            self.tail_uncut = None;
+        }
+        Ok(())
     }
 
     /// Appends a record that is already in flight (sent on the current connection, awaiting
