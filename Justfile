@@ -16,6 +16,10 @@ test:
 test-vivid:
     bash .ci/run vivid
 
+# cargo-fuzz: every target in fuzz/ (manifest, spool, frame conversion, reload command, vigild.toml) for SECONDS each; needs nightly + cargo-fuzz.
+fuzz seconds="60":
+    bash fuzz/run.sh {{seconds}}
+
 # Train GANomaly on Fashion-MNIST class 1 and evaluate it, with a report (the issue-2 check).
 fmnist class="1" epochs="2":
     cargo run --release -p vigil-host -- train --detector ganomaly --data fashion-mnist:normal={{class}} --image-size 32 --epochs {{epochs}} --out runs/fm{{class}}

@@ -182,7 +182,15 @@ fn serve(cfg: &Config) -> Result<()> {
     let manifest = Manifest::load_verified(&cfg.model)?;
     eprintln!("vigild: {}", describe_bundle(&cfg.model, &manifest));
     if cfg.mqtt.embedded_broker {
-        let b = publish::start_embedded_broker_on(embedded_addr(cfg)?)?;
+        let auth = cfg
+            .mqtt
+            .username
+            .clone()
+            .map(|username| publish::Credentials {
+                username,
+                password: cfg.mqtt.password.clone().unwrap_or_default(),
+            });
+        let b = publish::start_embedded_broker_with(embedded_addr(cfg)?, auth)?;
         eprintln!("vigild: embedded MQTT broker on mqtt://{}", b.addr);
     }
     // The source first: a missing camera or folder is reported before the model loads.
@@ -274,10 +282,11 @@ fn start_sink(
     }
     let mut pc = PublishConfig::from_mqtt(cfg.mqtt.clone(), model_ref(manifest));
     pc.models = Some(models.clone());
-    pc.commands = cfg.mqtt.command_token.clone().map(|token| Commands {
-        token,
-        requests: reloader.requests(),
-    });
+    pc.commands = cfg
+        .mqtt
+        .command_token
+        .clone()
+        .map(|token| Commands::new(token, reloader.requests()));
     let p = Publisher::start_for_pipeline(pc, results, telemetry.clone())?;
     let h = p.handle();
     reloader.set_report(Box::new(move |r| h.report_command(r)));

@@ -7,7 +7,16 @@
 //! bundle directory, re-read) and from the MQTT command topic (publisher). A bundle whose
 //! checksums, input shape or graph are wrong is refused and the old model keeps running; every
 //! outcome is reported (stderr, counters, `…/command/result`).
+//!
+//! Commands are untrusted input until proven otherwise: [`parse_command`] ignores retained
+//! messages (a retained command would run again at every reconnect) and checks the token;
+//! [`allowed_bundle`] canonicalises the requested `bundle` and accepts only the configured model
+//! directory or another release's model beside it (`PREFIX/releases/<id>/model`, the deploy
+//! layout); a panic while loading is caught and reported as a refusal; and refusals of
+//! unauthenticated messages are rate-limited ([`RefusalLimiter`]) so that a flood costs a few
+//! log lines.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -15,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use vigil_shared::manifest::{Manifest, Normalisation};
-use vigil_shared::messages::{self, CommandResult, ModelRef};
+use vigil_shared::messages::{self, CommandResult, ModelRef, ReloadCommand};
 
 use crate::backend::Backend;
 use crate::pipeline::{map_scale, Telemetry, WARMUP_RUNS};
@@ -213,12 +222,20 @@ impl Worker {
     }
 
     fn handle(&mut self, req: ReloadRequest) {
-        let dir = req
-            .bundle
-            .clone()
-            .unwrap_or_else(|| self.opts.default_bundle.clone());
         let t0 = Instant::now();
-        let outcome = self.prepare(&dir);
+        let (dir, outcome) = match &req.bundle {
+            None => (self.opts.default_bundle.clone(), Ok(())),
+            Some(b) => match allowed_bundle(&self.opts.default_bundle, b) {
+                Ok(c) => (c, Ok(())),
+                Err(e) => (b.clone(), Err(e)),
+            },
+        };
+        let outcome = outcome.and_then(|()| {
+            // A panic in a loader (tract on a hostile graph, say) must not take the reload
+            // thread with it: it becomes a refusal and the running model stays.
+            catch_unwind(AssertUnwindSafe(|| self.prepare(&dir)))
+                .unwrap_or_else(|p| Err(format!("loading panicked: {}", panic_message(&*p))))
+        });
         let tel = &self.opts.telemetry;
         let (ok, error) = match outcome {
             Ok(swap) => {
@@ -294,6 +311,141 @@ impl Worker {
     }
 }
 
+/// The text of a panic's payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// The directory a command's `bundle` may be loaded from, canonicalised (symlinks and `..`
+/// resolved, so the load reads what was checked): the configured model directory itself, or,
+/// when that is a release's model in the deploy layout (`ROOT/releases/<id>/<name>`, see
+/// docs/deploy.md), the same-named directory of another release under the same `releases`.
+pub fn allowed_bundle(configured: &Path, requested: &Path) -> Result<PathBuf, String> {
+    let want = requested
+        .canonicalize()
+        .map_err(|e| format!("bundle {}: {e}", requested.display()))?;
+    let home = configured.canonicalize().map_err(|e| {
+        format!(
+            "the configured model directory {}: {e}",
+            configured.display()
+        )
+    })?;
+    if want == home {
+        return Ok(want);
+    }
+    let releases = home
+        .parent()
+        .and_then(Path::parent)
+        .filter(|r| r.file_name().is_some_and(|n| n == "releases"));
+    let sibling = releases.is_some_and(|root| {
+        let release = want.parent();
+        want.file_name() == home.file_name()
+            && release.and_then(Path::parent) == Some(root)
+            // `.incoming-*`: a release still being uploaded and verified.
+            && release
+                .and_then(Path::file_name)
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'))
+    });
+    if sibling {
+        return Ok(want);
+    }
+    let allowed = match releases {
+        Some(root) => format!(
+            "the configured model directory {} or another release's {} under {}",
+            home.display(),
+            home.file_name()
+                .map_or("model".into(), |n| n.to_string_lossy()),
+            root.display()
+        ),
+        None => format!("only the configured model directory {}", home.display()),
+    };
+    Err(format!(
+        "bundle {} (resolves to {}) is outside the bundles a command may load: {allowed}",
+        requested.display(),
+        want.display()
+    ))
+}
+
+/// A command message that is not carried out (reported on `…/command/result`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub request_id: Option<String>,
+    pub bundle: String,
+    pub msg: String,
+}
+
+/// A `…/command/reload` message into a request for the reload thread, or why not. Nothing
+/// in `payload` is trusted: any bytes give a request or a refusal, never a panic.
+pub fn parse_command(payload: &[u8], retain: bool, token: &str) -> Result<ReloadRequest, Refusal> {
+    let refuse = |request_id, bundle, msg: String| Refusal {
+        request_id,
+        bundle,
+        msg,
+    };
+    if retain {
+        return Err(refuse(
+            None,
+            String::new(),
+            "a retained command is ignored (it would run again at every reconnect): publish \
+             commands without the retain flag, and clear this one with an empty retained message"
+                .into(),
+        ));
+    }
+    let c: ReloadCommand = serde_json::from_slice(payload).map_err(|e| {
+        refuse(
+            None,
+            String::new(),
+            format!("not a reload command ({{\"token\", \"bundle\"}} JSON): {e}"),
+        )
+    })?;
+    let bundle = c.bundle.clone().unwrap_or_default();
+    if !token_eq(&c.token, token) {
+        return Err(refuse(c.request_id, bundle, "wrong token".into()));
+    }
+    Ok(ReloadRequest {
+        bundle: c.bundle.map(PathBuf::from),
+        trigger: Trigger::Mqtt,
+        request_id: c.request_id,
+    })
+}
+
+/// Refusals reported, at most [`RefusalLimiter::BURST`] per [`RefusalLimiter::WINDOW`]; the
+/// rest are counted and the count goes with the next one reported.
+#[derive(Debug, Default)]
+pub struct RefusalLimiter {
+    window_start: Option<Instant>,
+    reported: u32,
+    suppressed: u64,
+}
+
+impl RefusalLimiter {
+    pub const BURST: u32 = 5;
+    pub const WINDOW: Duration = Duration::from_secs(10);
+
+    /// Some(refusals suppressed since the last one reported) when this one is to be reported,
+    /// None when it is only counted.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.window_start {
+            Some(t) if now.saturating_duration_since(t) < Self::WINDOW => {}
+            _ => {
+                self.window_start = Some(now);
+                self.reported = 0;
+            }
+        }
+        if self.reported < Self::BURST {
+            self.reported += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
 /// Token comparison whose time does not depend on where the strings differ (only on length).
 pub fn token_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -323,7 +475,11 @@ mod tests {
     /// are refused and counted; nothing reaches the scoring loop.
     #[test]
     fn bad_bundles_are_refused_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        // The deploy layout: a command may load other releases' `model` beside the running one.
+        let dir = tmp.path().join("releases");
+        std::fs::create_dir_all(dir.join("running").join("model")).unwrap();
+        let rel = |name: &str| dir.join(name).join("model");
         let tel = Arc::new(Telemetry::new(Arc::new(CaptureStats::default())));
         let (swap_tx, swap_rx) = mpsc::sync_channel(1);
         let (_ret_tx, ret_rx) = mpsc::sync_channel(1);
@@ -333,7 +489,7 @@ mod tests {
         let models = ModelTable::new(model_ref(&running));
         let rl = Reloader::spawn(
             ReloaderOptions {
-                default_bundle: dir.path().join("nope"),
+                default_bundle: rel("running"),
                 load: Box::new(|_| {
                     Ok(Box::new(MeanBackend {
                         manifest: manifest(1, 8),
@@ -351,16 +507,16 @@ mod tests {
         )
         .unwrap();
         // A bundle of another input size (16×16), with no files to verify.
-        let other = dir.path().join("other");
-        std::fs::create_dir(&other).unwrap();
+        let other = rel("other");
+        std::fs::create_dir_all(&other).unwrap();
         std::fs::write(
             other.join("manifest.json"),
             serde_json::to_string(&manifest(1, 16)).unwrap(),
         )
         .unwrap();
         // The right input size, but model.onnx is not the file the manifest's sha256 names.
-        let tampered = dir.path().join("tampered");
-        std::fs::create_dir(&tampered).unwrap();
+        let tampered = rel("tampered");
+        std::fs::create_dir_all(&tampered).unwrap();
         let mut m = manifest(1, 8);
         m.files = serde_json::from_value(serde_json::json!([{
             "name": "model.onnx", "sha256": "00".repeat(32), "precision": "f32"
@@ -372,7 +528,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(tampered.join("model.onnx"), b"not the graph").unwrap();
-        for b in [dir.path().join("nope"), other, tampered] {
+        for b in [rel("nope"), other, tampered] {
             rl.requests()
                 .send(ReloadRequest {
                     bundle: Some(b),
@@ -397,5 +553,168 @@ mod tests {
         assert!(e.contains("model.onnx") && e.contains("sha256"), "{got:?}");
         assert_eq!(tel.reloads_refused.load(Ordering::Relaxed), 3);
         assert!(swap_rx.try_recv().is_err());
+    }
+
+    /// The deploy layout and what a command may load from it.
+    #[test]
+    fn bundles_outside_the_tree_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for r in ["r1", "r2", ".incoming-r3"] {
+            std::fs::create_dir_all(root.join("releases").join(r).join("model")).unwrap();
+        }
+        std::fs::create_dir_all(root.join("releases/r2/other")).unwrap();
+        std::os::unix::fs::symlink("releases/r1", root.join("current")).unwrap();
+        // A symlink planted in a release, pointing out of the tree.
+        std::fs::create_dir_all(root.join("outside/model")).unwrap();
+        std::os::unix::fs::symlink(root.join("outside"), root.join("releases/r2/escape")).unwrap();
+        let configured = root.join("current/model");
+        let canon = |p: &str| root.join(p).canonicalize().unwrap();
+        for ok in [
+            "current/model",
+            "releases/r1/model",
+            "releases/r2/model",
+            "releases/r2/../r2/model",
+        ] {
+            assert_eq!(
+                allowed_bundle(&configured, &root.join(ok)),
+                Ok(canon(ok)),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "releases/r2/escape/model",
+            "releases/.incoming-r3/model",
+            "releases/r2/other",
+            "releases/r2",
+            "outside/model",
+            "current/model/../../../../../../etc",
+            "/etc",
+            "releases/r9/model",
+        ] {
+            let e = allowed_bundle(&configured, &root.join(bad)).unwrap_err();
+            assert!(e.contains(bad) && !e.contains('\n'), "{bad}: {e}");
+        }
+        // Outside a releases tree only the configured directory itself is accepted.
+        let e = allowed_bundle(&root.join("outside/model"), &root.join("releases/r1/model"))
+            .unwrap_err();
+        assert!(e.contains("only the configured model directory"), "{e}");
+        // A relative path is resolved (against the working directory) before the check.
+        let e = allowed_bundle(&configured, Path::new("../../etc")).unwrap_err();
+        assert!(e.contains("../../etc"), "{e}");
+    }
+
+    #[test]
+    fn commands_are_parsed_and_checked() {
+        let tok = "0123456789abcdef";
+        let ok = format!(r#"{{"token":"{tok}","bundle":"/b","request_id":"7"}}"#);
+        let r = parse_command(ok.as_bytes(), false, tok).unwrap();
+        assert_eq!(r.bundle.as_deref(), Some(Path::new("/b")));
+        assert_eq!(r.request_id.as_deref(), Some("7"));
+        assert_eq!(r.trigger, Trigger::Mqtt);
+        let e = parse_command(ok.as_bytes(), true, tok).unwrap_err();
+        assert!(e.msg.contains("retained"), "{e:?}");
+        let e = parse_command(b"{not json", false, tok).unwrap_err();
+        assert!(e.msg.contains("not a reload command"), "{e:?}");
+        let e = parse_command(
+            br#"{"token":"0123456789abcdeX","request_id":"w"}"#,
+            false,
+            tok,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.msg.as_str(), e.request_id.as_deref()),
+            ("wrong token", Some("w"))
+        );
+        for junk in [&b""[..], b"\xff\xfe", b"[]", b"null", br#"{"token":1}"#] {
+            assert!(parse_command(junk, false, tok).is_err());
+        }
+    }
+
+    #[test]
+    fn refusals_are_rate_limited() {
+        let mut l = RefusalLimiter::default();
+        let t = Instant::now();
+        let got: Vec<Option<u64>> = (0..8).map(|_| l.admit(t)).collect();
+        assert_eq!(
+            got,
+            [
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
+                None,
+                None,
+                None
+            ]
+        );
+        // The next window reports again, with the count of what was suppressed.
+        assert_eq!(l.admit(t + RefusalLimiter::WINDOW), Some(3));
+        assert_eq!(l.admit(t + RefusalLimiter::WINDOW), Some(0));
+    }
+
+    /// A loader that panics is a refusal; the thread lives on and the next reload works.
+    #[test]
+    fn a_panic_while_loading_is_a_refusal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = tmp.path().join("model");
+        std::fs::create_dir(&bundle).unwrap();
+        std::fs::write(
+            bundle.join("manifest.json"),
+            serde_json::to_string(&manifest(1, 8)).unwrap(),
+        )
+        .unwrap();
+        let tel = Arc::new(Telemetry::new(Arc::new(CaptureStats::default())));
+        let (swap_tx, swap_rx) = mpsc::sync_channel(1);
+        let (_ret_tx, ret_rx) = mpsc::sync_channel(1);
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let r2 = results.clone();
+        let running = manifest(1, 8);
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let c2 = calls.clone();
+        let rl = Reloader::spawn(
+            ReloaderOptions {
+                default_bundle: bundle.clone(),
+                load: Box::new(move |_| {
+                    if c2.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("hostile graph");
+                    }
+                    Ok(Box::new(MeanBackend {
+                        manifest: manifest(1, 8),
+                        delay: Duration::ZERO,
+                    }) as Box<dyn Backend>)
+                }),
+                report: Some(Box::new(move |r| r2.lock().unwrap().push(r))),
+                models: ModelTable::new(model_ref(&running)),
+                telemetry: tel.clone(),
+                sighup: &NO_HUP,
+            },
+            &running,
+            swap_tx,
+            ret_rx,
+        )
+        .unwrap();
+        for id in ["boom", "fine"] {
+            rl.requests()
+                .send(ReloadRequest {
+                    bundle: Some(bundle.clone()),
+                    trigger: Trigger::Mqtt,
+                    request_id: Some(id.into()),
+                })
+                .unwrap();
+        }
+        let t = Instant::now();
+        while results.lock().unwrap().len() < 2 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let got = results.lock().unwrap().clone();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(!got[0].ok, "{got:?}");
+        let e = got[0].error.as_deref().unwrap();
+        assert!(e.contains("panicked") && e.contains("hostile graph"), "{e}");
+        assert!(got[1].ok, "{got:?}");
+        assert_eq!(tel.reloads_refused.load(Ordering::Relaxed), 1);
+        assert!(swap_rx.try_recv().is_ok());
     }
 }

@@ -33,3 +33,65 @@ fn manifest_that_is_not_json_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Settings that would expose the box are refused before anything starts, in one line
+/// naming the field and the address (no bundle needed: the config is checked first).
+#[test]
+fn exposed_embedded_broker_and_plaintext_token_are_refused() {
+    for (args, field, value) in [
+        (
+            &["--embedded-broker", "--broker", "mqtt://0.0.0.0:18830"][..],
+            "`broker`",
+            "0.0.0.0:18830",
+        ),
+        (
+            &[
+                "--broker",
+                "mqtt://10.20.30.40:1883",
+                "--command-token",
+                "0123456789abcdef",
+            ][..],
+            "`command_token`",
+            "mqtt://10.20.30.40:1883",
+        ),
+    ] {
+        let mut all = vec!["--model", "/nonexistent/bundle", "--print-config"];
+        all.extend_from_slice(args);
+        let o = vigild(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert!(
+            err.starts_with("error:")
+                && err.contains(field)
+                && err.contains(value)
+                && err.trim_end().lines().count() == 1
+                && !err.contains("0123456789abcdef"),
+            "{args:?}: {err}"
+        );
+    }
+    // Asked for explicitly: accepted.
+    let o = vigild(&[
+        "--model",
+        "/nonexistent/bundle",
+        "--print-config",
+        "--broker",
+        "mqtt://10.20.30.40:1883",
+        "--command-token",
+        "0123456789abcdef",
+        "--allow-plaintext-commands",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = vigild(&[
+        "--model",
+        "/nonexistent/bundle",
+        "--print-config",
+        "--embedded-broker",
+        "--broker",
+        "mqtt://0.0.0.0:18830",
+        "--username",
+        "line",
+        "--password",
+        "s3cret",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

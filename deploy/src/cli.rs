@@ -46,7 +46,12 @@ pub(crate) struct Cli {
     /// SSH private key.
     #[arg(long, value_name = "FILE")]
     pub(crate) identity: Option<PathBuf>,
-    /// Extra ssh `-o` option, repeatable (e.g. `StrictHostKeyChecking=no`).
+    /// Extra ssh `-o` option, repeatable. Pin the device's host key rather than turning the
+    /// check off: `ssh-keyscan -p PORT HOST > cam.known_hosts` once (compare its fingerprint,
+    /// `ssh-keygen -lf cam.known_hosts`, with the device's console), then pass
+    /// `--ssh-option UserKnownHostsFile=cam.known_hosts --ssh-option StrictHostKeyChecking=yes`
+    /// (docs/deploy.md, "Host keys"). Never `StrictHostKeyChecking=no`: it sends the config's
+    /// secrets to whoever answers on that address.
     #[arg(long = "ssh-option", value_name = "OPT")]
     pub(crate) ssh_options: Vec<String>,
     /// Limit for one ssh step (uploads included), in seconds.

@@ -60,6 +60,9 @@ install_unit() {
   id vigil >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin vigil
   getent group video >/dev/null 2>&1 || groupadd --system video
   usermod -a -G video vigil
+  # vigild runs as `vigil`: it must read its 0600 config, and nobody else may.
+  chown vigil:vigil "$prefix/current/vigild.toml"
+  chmod 600 "$prefix/current/vigild.toml"
   cp "$prefix/current/vigild.service" /etc/systemd/system/vigild.service
   systemctl daemon-reload
   systemctl enable vigild.service >/dev/null 2>&1
@@ -92,6 +95,11 @@ verify)
   [ -d "$inc" ] || die "$inc did not arrive"
   cd "$inc"
   sha256sum -c --quiet SHA256SUMS || die "checksum mismatch in $inc (see above): nothing switched"
+  # The config holds the MQTT password and the command token: its owner only (tar kept the
+  # staged 0600 as root; another user's umask may not have).
+  chmod 600 vigild.toml
+  # Under systemd vigild runs as `vigil` (install_unit), also after a --reload switch.
+  if [ "$(id -u)" = 0 ] && id vigil >/dev/null 2>&1; then chown vigil:vigil vigild.toml; fi
   if [ "$model_from" != - ]; then
     [ -d "$model_from" ] || die "no bundle to reuse at $model_from"
     cp -a "$model_from" model

@@ -25,7 +25,7 @@ pub struct Ssh {
     pub target: String,
     pub port: Option<u16>,
     pub identity: Option<PathBuf>,
-    /// Extra `-o` options, e.g. `StrictHostKeyChecking=no`.
+    /// Extra `-o` options, e.g. `UserKnownHostsFile=cam.known_hosts` (docs/deploy.md).
     pub options: Vec<String>,
     /// Limit for one ssh command.
     pub timeout: Duration,
@@ -484,9 +484,39 @@ pub fn status_is_healthy(
         && version.is_none_or(|v| s.version == v)
 }
 
+/// Writes a file only its owner can read (0600 from its creation, never briefly wider):
+/// vigild.toml holds the MQTT password and the command token.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode through open(): set it explicitly.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(contents.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("vigild.toml");
+        std::fs::write(&p, "old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for _ in 0..2 {
+            write_private(&p, "password = \"x\"\n").unwrap();
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "password = \"x\"\n");
+    }
 
     #[test]
     fn quoting_survives_quotes() {

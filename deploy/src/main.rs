@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use vigil_deploy::{
     broker_from_device, check_bundle, choose_build, kv, prepare_config, release_id, render_unit,
-    sha256_file, shq, status_is_healthy, BuildPath, Bundle, DeviceConfig, Ssh, StatusWatch,
+    sha256_file, shq, status_is_healthy, write_private, BuildPath, Bundle, DeviceConfig, Ssh,
+    StatusWatch,
 };
 
 use cli::{Cli, Service};
@@ -570,7 +571,7 @@ fn stage_release(
             files.push(format!("model/{name}"));
         }
     }
-    std::fs::write(dir.join("vigild.toml"), config)?;
+    write_private(&dir.join("vigild.toml"), config)?;
     files.push("vigild.toml".into());
     std::fs::write(dir.join("vigild.service"), render_unit(prefix))?;
     files.push("vigild.service".into());

@@ -420,7 +420,9 @@ mod tests {
     }
 
     /// SSIM on constant images has a closed form: every window sees the constants, so σ = 0 and
-    /// SSIM = (2ab + C₁)/(a² + b² + C₁) with a, b the [0, 1] values.
+    /// SSIM = (2ab + C₁)/(a² + b² + C₁) with a, b the [0, 1] values. σ² = E[u²] − μ² cancels in
+    /// f32, leaving ~1e-7 against C₂ = 9e-4, and the rounding differs between gemm kernels (AVX2
+    /// vs AVX-512): hence 1e-3, still far below the 0.6 luminance term this checks.
     #[test]
     fn ssim_of_constant_images_is_the_luminance_term() {
         let x = Tensor::full(-0.5f32, (1, 1, 12, 12), &Device::Cpu).unwrap(); // 0.25
@@ -428,7 +430,7 @@ mod tests {
         let (a, b, c1) = (0.25f64, 0.75f64, SSIM_C1);
         let want = 1.0 - (2.0 * a * b + c1) / (a * a + b * b + c1);
         for v in vals(&ssim_residual(&x, &y).unwrap()) {
-            assert!((f64::from(v) - want).abs() < 1e-5, "{v} vs {want}");
+            assert!((f64::from(v) - want).abs() < 1e-3, "{v} vs {want}");
         }
     }
 

@@ -23,6 +23,8 @@ struct Sshd {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// This sshd's host key, pinned the way docs/deploy.md says (what `ssh-keyscan` writes).
+    known_hosts: PathBuf,
 }
 
 impl Sshd {
@@ -70,7 +72,17 @@ impl Sshd {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn sshd");
-        let s = Sshd { child, port, log };
+        let known_hosts = dir.join("known_hosts");
+        let host_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+        let mut key = host_pub.split_whitespace();
+        let (kind, blob) = (key.next().unwrap(), key.next().unwrap());
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {kind} {blob}\n")).unwrap();
+        let s = Sshd {
+            child,
+            port,
+            log,
+            known_hosts,
+        };
         assert!(
             wait_for_port(port, Duration::from_secs(10)),
             "sshd did not listen on {port}: {}",
@@ -188,8 +200,12 @@ impl Env {
             .args(["--ssh-port", &self.sshd.port.to_string()])
             .arg("--identity")
             .arg(&self.key)
-            .args(["--ssh-option", "StrictHostKeyChecking=no"])
-            .args(["--ssh-option", "UserKnownHostsFile=/dev/null"])
+            .args(["--ssh-option", "StrictHostKeyChecking=yes"])
+            .arg("--ssh-option")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.sshd.known_hosts.display()
+            ))
             .args(["--ssh-option", "LogLevel=ERROR"])
             .arg("--prefix")
             .arg(&self.prefix)
@@ -441,6 +457,13 @@ fn first_install(s: &Scenario, t_: &mut Timings) -> String {
         toml.contains(&format!("{}/current/model", prefix.display())),
         "{toml}"
     );
+    // It holds the command token: readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(rel.join("vigild.toml"))
+            .unwrap()
+            .permissions(),
+    ) & 0o777;
+    assert_eq!(mode, 0o600, "vigild.toml is {mode:o} on the device");
     if Path::new("/usr/bin/systemd-analyze").is_file() {
         let v = Command::new("systemd-analyze")
             .arg("verify")

@@ -34,6 +34,8 @@ struct Effective<'a> {
     tls_ca: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]
     command_token: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    allow_plaintext_commands: bool,
     spool_dir: &'a Path,
     spool_mb: u64,
     stats_interval_s: f64,
@@ -72,6 +74,7 @@ impl Config {
             password: m.password.as_ref().map(|_| "********"),
             tls_ca: m.tls_ca.as_deref(),
             command_token: m.command_token.as_ref().map(|_| "********"),
+            allow_plaintext_commands: m.allow_plaintext_commands,
             spool_dir: &m.spool_dir,
             spool_mb: m.spool_max_bytes >> 20,
             stats_interval_s: m.stats_interval.as_secs_f64(),

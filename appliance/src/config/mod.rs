@@ -120,6 +120,10 @@ pub struct Settings {
     /// The broker's ACLs and TLS remain the real access control (docs/mqtt.md, "Commands").
     #[arg(long, value_name = "SECRET")]
     pub command_token: Option<String>,
+    /// Accept `command_token` over a plain mqtt:// connection to a broker off this host (the
+    /// token then crosses the network readable by anyone on it). Default: false, refused.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_plaintext_commands: Option<bool>,
     /// Directory of the on-disk spool for results while the broker is unreachable.
     /// Default: vigild-spool in the working directory.
     #[arg(long, value_name = "DIR")]
@@ -297,6 +301,70 @@ mod tests {
         .unwrap();
         assert_eq!(c.mqtt.command_token.as_deref(), Some("0123456789abcdef"));
         assert!(!c.to_toml().contains("0123456789abcdef"));
+    }
+
+    /// The embedded broker off loopback needs a login; a command token over plain MQTT to
+    /// another host needs an explicit yes. Each refusal is one line naming field and value.
+    #[test]
+    fn network_exposure_is_refused_unless_asked_for() {
+        let tok = "command_token = \"0123456789abcdef\"\n";
+        for (text, field, value) in [
+            (
+                "embedded_broker = true\nbroker = \"mqtt://0.0.0.0:1883\"\n",
+                "broker",
+                "0.0.0.0:1883",
+            ),
+            (
+                "embedded_broker = true\nbroker = \"mqtt://10.1.2.3:1884\"\nusername = \"u\"\n",
+                "broker",
+                "10.1.2.3:1884",
+            ),
+            (
+                &format!("broker = \"mqtt://broker.plant\"\n{tok}"),
+                "command_token",
+                "***",
+            ),
+            (
+                &format!("broker = \"mqtt://[fd00::5]:1883\"\n{tok}"),
+                "command_token",
+                "***",
+            ),
+        ] {
+            let e = resolve(&format!("model = \"m\"\n{text}"), Settings::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("vigild.toml")
+                    && e.contains(&format!("`{field}`"))
+                    && e.contains(value)
+                    && !e.contains("0123456789abcdef")
+                    && !e.contains('\n'),
+                "{text}: {e}"
+            );
+        }
+        for ok in [
+            "embedded_broker = true\n".to_string(),
+            "embedded_broker = true\nbroker = \"mqtt://127.0.0.1:1999\"\n".into(),
+            "embedded_broker = true\nbroker = \"mqtt://0.0.0.0:1883\"\nusername = \"u\"\npassword = \"p\"\n".into(),
+            format!("broker = \"mqtts://broker.plant\"\n{tok}"),
+            format!("broker = \"mqtt://localhost:1883\"\n{tok}"),
+            format!("embedded_broker = true\n{tok}"),
+            format!("broker = \"mqtt://broker.plant\"\n{tok}allow_plaintext_commands = true\n"),
+        ] {
+            let c = resolve(&format!("model = \"m\"\n{ok}"), Settings::default());
+            assert!(c.is_ok(), "{ok}: {c:?}");
+        }
+        // The flag works too, and survives --print-config.
+        let c = resolve(
+            &format!("model = \"m\"\nbroker = \"mqtt://broker.plant\"\n{tok}"),
+            Settings {
+                allow_plaintext_commands: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(c.mqtt.allow_plaintext_commands);
+        assert!(c.to_toml().contains("allow_plaintext_commands = true"));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct MqttConfig {
     pub tls_ca: Option<PathBuf>,
     /// Secret of `…/command/reload`; None: not subscribed.
     pub command_token: Option<String>,
+    /// `command_token` accepted over plain MQTT to a non-loopback broker.
+    pub allow_plaintext_commands: bool,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub stats_interval: Duration,
@@ -60,10 +62,19 @@ impl MqttConfig {
             password: None,
             tls_ca: None,
             command_token: None,
+            allow_plaintext_commands: false,
             spool_dir,
             spool_max_bytes: DEFAULT_SPOOL_MB << 20,
             stats_interval: Duration::from_secs_f64(DEFAULT_STATS_INTERVAL_S),
         })
+    }
+
+    /// Whether `host` (a broker URL's host) is this machine: `localhost` or a loopback address.
+    pub fn is_loopback_host(host: &str) -> bool {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     /// Where the publisher connects: `broker`, else the embedded broker on 127.0.0.1:1883;

@@ -202,13 +202,50 @@ fn resolve_mqtt(m: &Merge) -> Result<MqttConfig, ConfigError> {
         password: None,
         tls_ca: None,
         command_token: None,
+        allow_plaintext_commands: false,
         spool_dir: PathBuf::new(),
         spool_max_bytes: 0,
         stats_interval: Duration::ZERO,
     };
     resolve_credentials(m, &mut c)?;
+    check_exposure(m, &mut c)?;
     resolve_spool(m, &mut c)?;
     Ok(c)
+}
+
+/// What the MQTT settings expose to the network, refused unless asked for: the embedded
+/// broker off loopback without a login (it would accept anyone), and the command token in plain
+/// text to a broker on another host.
+fn check_exposure(m: &Merge, c: &mut MqttConfig) -> Result<(), ConfigError> {
+    let (allow, _) = m.get(|s| &s.allow_plaintext_commands);
+    c.allow_plaintext_commands = allow.unwrap_or(false);
+    let remote = c
+        .broker
+        .as_ref()
+        .filter(|b| !MqttConfig::is_loopback_host(&b.host));
+    let login = c.username.is_some() && c.password.is_some();
+    if let (true, Some(b), false) = (c.embedded_broker, remote, login) {
+        let (_, src) = m.get(|s| &s.broker);
+        return Err(src.bad(
+            "broker",
+            b,
+            "the embedded broker would listen there, off this host, for anyone: set `username` \
+             and `password` (it then refuses clients without them) or use a loopback address",
+        ));
+    }
+    let plain = remote.filter(|b| !b.tls);
+    if let (true, Some(b), false) = (c.command_token.is_some(), plain, c.allow_plaintext_commands) {
+        let (_, src) = m.get(|s| &s.command_token);
+        return Err(src.bad(
+            "command_token",
+            "***",
+            format!(
+                "would cross the network in plain text to {b}: use an mqtts:// broker, or set \
+                 allow_plaintext_commands = true to accept that"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn resolve_broker(m: &Merge) -> Result<(Option<BrokerUrl>, bool), ConfigError> {

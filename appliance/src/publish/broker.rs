@@ -2,6 +2,10 @@
 //!
 //! rumqttd runs its router and its listener on threads of its own; they live as long as the
 //! process (rumqttd has no stop call), which is what vigild needs.
+//!
+//! Exposure: like mosquitto since 2.0, the embedded broker refuses to serve anonymous clients
+//! beyond this host. On a non-loopback address (`0.0.0.0`, a LAN address) it starts only with
+//! a username and password, which it then demands of every client (rumqttd's static auth).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,10 +23,33 @@ pub enum BrokerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "embedded broker: refusing to listen on {addr} without authentication (anyone on the \
+         network could publish and subscribe): set `username` and `password`, or listen on 127.0.0.1"
+    )]
+    Anonymous { addr: SocketAddr },
     #[error("embedded broker: {addr} did not accept connections within {waited:?}")]
     NotReady { addr: SocketAddr, waited: Duration },
     #[error("embedded broker: cannot start its thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// The one account the embedded broker accepts when set.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        write!(
+            f,
+            "Credentials {{ username: {:?}, password: \"********\" }}",
+            self.username
+        )
+    }
 }
 
 /// A running embedded broker.
@@ -37,8 +64,20 @@ pub fn start_embedded_broker(port: u16) -> Result<EmbeddedBroker, BrokerError> {
     start_embedded_broker_on(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-/// [`start_embedded_broker`] on any address (e.g. `0.0.0.0:1883` to serve the line's LAN).
+/// [`start_embedded_broker`] on another loopback address (anonymous clients).
 pub fn start_embedded_broker_on(addr: SocketAddr) -> Result<EmbeddedBroker, BrokerError> {
+    start_embedded_broker_with(addr, None)
+}
+
+/// The embedded broker on any address, e.g. `0.0.0.0:1883` to serve the line's LAN. With
+/// `auth`, clients must log in with it; without, only a loopback address is accepted.
+pub fn start_embedded_broker_with(
+    addr: SocketAddr,
+    auth: Option<Credentials>,
+) -> Result<EmbeddedBroker, BrokerError> {
+    if auth.is_none() && !addr.ip().is_loopback() {
+        return Err(BrokerError::Anonymous { addr });
+    }
     // rumqttd reports a bind failure only in its server thread's log: check first so that the
     // caller gets an error naming the address.
     drop(TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?);
@@ -46,7 +85,7 @@ pub fn start_embedded_broker_on(addr: SocketAddr) -> Result<EmbeddedBroker, Brok
         connection_timeout_ms: 10_000,
         max_payload_size: EMBEDDED_MAX_PAYLOAD,
         max_inflight_count: 500,
-        auth: None,
+        auth: auth.map(|c| HashMap::from([(c.username, c.password)])),
         external_auth: None,
         dynamic_filters: true,
     };
@@ -95,4 +134,81 @@ pub fn start_embedded_broker_on(addr: SocketAddr) -> Result<EmbeddedBroker, Brok
         addr,
         waited: limit,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::{Client, ConnectionError, Event, MqttOptions, Packet};
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+
+    /// Whether a client with these credentials gets a successful CONNACK.
+    fn connects(port: u16, login: Option<(&str, &str)>) -> Result<(), String> {
+        let mut o = MqttOptions::new(format!("t-{port}-{}", login.is_some()), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        if let Some((u, p)) = login {
+            o.set_credentials(u, p);
+        }
+        let (_client, mut conn) = Client::new(o, 8);
+        for ev in conn.iter().take(5) {
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(a))) => {
+                    return match a.code {
+                        rumqttc::ConnectReturnCode::Success => Ok(()),
+                        c => Err(format!("{c:?}")),
+                    }
+                }
+                Ok(_) => {}
+                Err(ConnectionError::ConnectionRefused(c)) => return Err(format!("{c:?}")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err("no CONNACK".into())
+    }
+
+    #[test]
+    fn non_loopback_without_auth_is_refused() {
+        for addr in ["0.0.0.0:1883", "192.168.1.20:1883", "[::]:1883"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let e = start_embedded_broker_with(addr, None).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                matches!(e, BrokerError::Anonymous { .. })
+                    && msg.contains(&addr.to_string())
+                    && msg.contains("`username`")
+                    && !msg.contains('\n'),
+                "{msg}"
+            );
+        }
+    }
+
+    /// With credentials set, the embedded broker refuses a client with a wrong password and
+    /// one with none, and admits the right one.
+    #[test]
+    fn auth_refuses_wrong_credentials() {
+        let port = free_port();
+        let auth = Credentials {
+            username: "line".into(),
+            password: "s3cret-pass".into(),
+        };
+        start_embedded_broker_with(SocketAddr::from(([127, 0, 0, 1], port)), Some(auth)).unwrap();
+        assert!(connects(port, Some(("line", "wrong"))).is_err());
+        assert!(connects(port, Some(("other", "s3cret-pass"))).is_err());
+        assert!(connects(port, None).is_err());
+        assert_eq!(connects(port, Some(("line", "s3cret-pass"))), Ok(()));
+        assert!(format!(
+            "{:?}",
+            Credentials {
+                username: "u".into(),
+                password: "pw".into()
+            }
+        )
+        .contains("****"));
+    }
 }

@@ -1,14 +1,13 @@
 //! `…/command/reload`: authenticated reload requests from MQTT, forwarded to the reload
 //! thread, and their outcomes on `…/command/result`.
 
-use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use rumqttc::QoS;
-use vigil_shared::messages::{self, CommandResult, ReloadCommand};
+use vigil_shared::messages::{self, CommandResult};
 
 use super::delivery::{Origin, State};
-use crate::reload::{token_eq, ReloadRequest, Trigger};
+use crate::reload::{parse_command, Refusal, Trigger};
 
 impl State {
     pub(super) fn publish_command_result(&mut self, r: &CommandResult) {
@@ -21,55 +20,49 @@ impl State {
         }
     }
 
-    /// An incoming message: only `…/command/reload` is subscribed.
-    pub(super) fn on_incoming(&mut self, topic: &str, payload: &[u8]) {
+    /// An incoming message: only `…/command/reload` is subscribed. Parsing and the checks are
+    /// `reload::parse_command`'s; refusals are rate-limited.
+    pub(super) fn on_incoming(&mut self, topic: &str, payload: &[u8], retain: bool) {
         let Some(cmd) = self.cfg.commands.clone() else {
             return;
         };
         if topic != self.topics.command_reload() {
             return;
         }
-        let refuse = |st: &mut State, request_id: Option<String>, bundle: String, msg: String| {
-            eprintln!("vigild: {topic}: refused: {msg}");
-            let r = CommandResult {
-                command: "reload".into(),
-                trigger: Trigger::Mqtt.as_str().into(),
-                request_id,
-                bundle,
-                ok: false,
-                model: st.cfg.model.clone(),
-                error: Some(msg),
-                at: messages::rfc3339_ms(SystemTime::now()),
-            };
-            st.publish_command_result(&r);
+        let refusal = match parse_command(payload, retain, &cmd.token) {
+            Ok(req) => match cmd.requests.send(req) {
+                Ok(()) => return,
+                Err(e) => Refusal {
+                    bundle: e
+                        .0
+                        .bundle
+                        .map(|b| b.display().to_string())
+                        .unwrap_or_default(),
+                    request_id: e.0.request_id,
+                    msg: "the reload thread has stopped".into(),
+                },
+            },
+            Err(r) => r,
         };
-        let c: ReloadCommand = match serde_json::from_slice(payload) {
-            Ok(c) => c,
-            Err(e) => {
-                return refuse(
-                    self,
-                    None,
-                    String::new(),
-                    format!("not a reload command ({{\"token\", \"bundle\"}} JSON): {e}"),
-                )
-            }
+        let now = Instant::now();
+        let Some(suppressed) = cmd.limiter.lock().map_or(Some(0), |mut l| l.admit(now)) else {
+            return;
         };
-        let bundle = c.bundle.clone().unwrap_or_default();
-        if !token_eq(&c.token, &cmd.token) {
-            return refuse(self, c.request_id, bundle, "wrong token".into());
+        let mut msg = refusal.msg;
+        if suppressed > 0 {
+            msg += &format!(" ({suppressed} more refused since the last one reported)");
         }
-        let req = ReloadRequest {
-            bundle: c.bundle.map(PathBuf::from),
-            trigger: Trigger::Mqtt,
-            request_id: c.request_id.clone(),
+        eprintln!("vigild: {topic}: refused: {msg}");
+        let r = CommandResult {
+            command: "reload".into(),
+            trigger: Trigger::Mqtt.as_str().into(),
+            request_id: refusal.request_id,
+            bundle: refusal.bundle,
+            ok: false,
+            model: self.cfg.model.clone(),
+            error: Some(msg),
+            at: messages::rfc3339_ms(SystemTime::now()),
         };
-        if cmd.requests.send(req).is_err() {
-            refuse(
-                self,
-                c.request_id,
-                bundle,
-                "the reload thread has stopped".into(),
-            );
-        }
+        self.publish_command_result(&r);
     }
 }

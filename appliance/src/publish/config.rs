@@ -3,7 +3,7 @@
 //! rumqttc options built from them (Last Will, credentials, TLS).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
@@ -11,7 +11,7 @@ use vigil_shared::messages::{self, DeviceState, ModelRef, Status, Topics};
 
 use super::PublishError;
 use crate::config::{BrokerUrl, MqttConfig};
-use crate::reload::{ModelTable, ReloadRequest};
+use crate::reload::{ModelTable, RefusalLimiter, ReloadRequest};
 
 /// Everything the publisher needs.
 #[derive(Debug, Clone)]
@@ -42,6 +42,18 @@ pub struct Commands {
     /// The shared secret a command must carry (`command_token`).
     pub token: String,
     pub requests: std::sync::mpsc::Sender<ReloadRequest>,
+    /// Shared by the clones: refusals of the whole run.
+    pub limiter: Arc<Mutex<RefusalLimiter>>,
+}
+
+impl Commands {
+    pub fn new(token: String, requests: std::sync::mpsc::Sender<ReloadRequest>) -> Commands {
+        Commands {
+            token,
+            requests,
+            limiter: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Commands {

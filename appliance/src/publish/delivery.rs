@@ -187,9 +187,10 @@ impl State {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        // A corrupt spool record: skip past it rather than stall forever.
+                        // An I/O error reading the spool (corrupt records are skipped and
+                        // counted by the spool itself): try again from the start next time.
                         self.publish_errors += 1;
-                        eprintln!("vigild: {e}; skipping the rest of that segment");
+                        eprintln!("vigild: {e}; retrying");
                         self.spool.rewind();
                         break;
                     }
@@ -221,7 +222,7 @@ impl State {
                     Ok(seq) => i.origin = Origin::Spool(seq, m.is_result),
                     Err(e) => {
                         errors += 1;
-                        eprintln!("vigild: {e}");
+                        super::spool::report(&e);
                     }
                 }
             }
@@ -229,7 +230,7 @@ impl State {
         for m in self.memq.drain(..) {
             if let Err(e) = self.spool.append(m.retain, &m.topic, &m.payload) {
                 errors += 1;
-                eprintln!("vigild: {e}");
+                super::spool::report(&e);
             }
         }
         self.publish_errors += errors;
@@ -243,7 +244,7 @@ impl State {
             }
         } else if let Err(e) = self.spool.append(m.retain, &m.topic, &m.payload) {
             self.publish_errors += 1;
-            eprintln!("vigild: {e}");
+            super::spool::report(&e);
         }
     }
 

@@ -89,7 +89,9 @@ pub(super) async fn run(task: Task) -> PublisherStats {
             Ok(Event::Incoming(Packet::ConnAck(_))) => st.on_connack(),
             Ok(Event::Incoming(Packet::PubAck(a))) => st.on_puback(a.pkid),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => st.on_outgoing_publish(pkid),
-            Ok(Event::Incoming(Packet::Publish(p))) => st.on_incoming(&p.topic, &p.payload),
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                st.on_incoming(&p.topic, &p.payload, p.retain)
+            }
             Ok(Event::Outgoing(Outgoing::Disconnect)) if st.disconnect_sent => break,
             Ok(_) => {}
             Err(_) if st.disconnect_sent => break,

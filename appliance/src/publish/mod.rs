@@ -38,7 +38,10 @@ use std::path::PathBuf;
 
 use vigil_shared::messages;
 
-pub use broker::{start_embedded_broker, start_embedded_broker_on, BrokerError, EmbeddedBroker};
+pub use broker::{
+    start_embedded_broker, start_embedded_broker_on, start_embedded_broker_with, BrokerError,
+    Credentials, EmbeddedBroker,
+};
 pub use config::{Commands, PublishConfig};
 pub use handle::{Publisher, PublisherHandle, QueueFull};
 pub use spool::{Spool, SpoolError};
