@@ -14,9 +14,15 @@
 # `vigil eval`, and AUROC / AUPRO need no threshold.
 #
 # Env:
-#   MODE         whole (default): the model sees the whole 128² crop resized to SIZE². `patch`
-#                is reserved for patch training (`vigil train --patch N`, not built yet) and
-#                is refused until then; results of each mode live in their own cells
+#   MODE         whole (default): the model sees the whole 128² crop resized to SIZE². patch:
+#                the crops stay at their native 128², the model trains on random SIZE² patches
+#                of them (`vigil train --patch SIZE`) and scores each image as overlapping tiles
+#                (stride SIZE/2) with the maps stitched at 128²; results of each mode live in
+#                their own cells
+#   CROPS        patch mode: random patches per image and epoch (default: as many as fit
+#                without overlap, (128/SIZE)²)
+#   ALL_SCORES   set: also `vigil eval --score all` per cell (OUT/results/<tag>.all.jsonl: every
+#                detector score and map score, one JSON line each)
 #   SEEDS        training seeds (1); the table averages over them
 #   DATA_SEED    seed of the crop positions and defects (0)
 #   OUT          where data, bundles and results go (runs/bench-real)
@@ -24,7 +30,7 @@
 #   JOBS         runs in parallel (1); each gets RAYON_NUM_THREADS = cores / JOBS unless set
 #   VIGIL        a prebuilt vigil binary (unset: build this checkout's)
 #   REPORT_ONLY  set: run nothing, print the table of the cells already in OUT
-# A cell's eval JSON is OUT/results/<det>-<category>-<mode>-<size>-e<epochs>-s<seed>.json and its
+# A cell's eval JSON is OUT/results/<det>-<category>-<mode>-<size>[-c<crops>]-e<epochs>-s<seed>.json and its
 # training time .train.json beside it; finished cells are skipped, so an interrupted table
 # resumes. Bundles are in OUT/models/<same tag>.
 set -euo pipefail
@@ -42,12 +48,11 @@ report_only=${REPORT_ONLY:-}
 data="$out/data-s$data_seed"
 
 case $mode in
-  whole) ;;
-  patch)
-    echo "bench-real: MODE=patch needs \`vigil train --patch N\`, which is not built yet" >&2
-    exit 2 ;;
+  whole | patch) ;;
   *) echo "bench-real: MODE must be whole or patch, not $mode" >&2; exit 2 ;;
 esac
+crops=${CROPS:-}
+all_scores=${ALL_SCORES:-}
 
 # The photographs: ufoai-textures 2.5-2 (UFO: Alien Invasion's textures, Debian main, GPL-2 /
 # GPL-2+ for the three files used), fetched with apt-get download and unpacked without
@@ -96,7 +101,7 @@ mkdir -p "$out/results" "$out/models"
 # One cell: train (unless its bundle is complete), timing it, then evaluate on the test split.
 run_one() {
   local det=$1 cat=$2 seed=$3
-  local tag="$det-$cat-$mode-$size-e$epochs-s$seed"
+  local tag="$det-$cat-$mode-$size${crops:+-c$crops}-e$epochs-s$seed"
   local res="$out/results/$tag" bundle="$out/models/$tag"
   [ -s "$res.json" ] && return 0
   # A bundle is complete once its manifest is written (last), so a run interrupted between
@@ -104,8 +109,12 @@ run_one() {
   if [ ! -s "$bundle/manifest.json" ] || [ ! -s "$res.train.json" ]; then
     local t0 t1
     t0=$(date +%s.%N)
-    # The hook for MODE=patch: it will add `--patch N` here (eval follows the bundle).
+    # Eval follows the bundle's geometry (whole image or tiles) by itself.
     local geometry=(--image-size "$size")
+    if [ "$mode" = patch ]; then
+      geometry=(--image-size native --patch "$size")
+      [ -n "$crops" ] && geometry+=(--crops "$crops")
+    fi
     "$vigil" train --detector "$det" --data "folder:$data/$cat" "${geometry[@]}" \
       --channels 1 --epochs "$epochs" --seed "$seed" --out "$bundle" 2>"$res.train.log" ||
       { echo "bench-real: training $tag failed:" >&2; tail -n 5 "$res.train.log" >&2; exit 1; }
@@ -113,12 +122,18 @@ run_one() {
     python3 -c 'import json,sys; json.dump({"train_seconds": float(sys.argv[2]) - float(sys.argv[1])}, open(sys.argv[3], "w"))' \
       "$t0" "$t1" "$res.train.json"
   fi
+  if [ -n "$all_scores" ]; then
+    # Every score of the detector and every map score, each with its own threshold from
+    # held-out normals: reported side by side, none picked on the test split.
+    "$vigil" eval --model "$bundle" --data "folder:$data/$cat" --score all >"$res.all.jsonl.tmp"
+    mv "$res.all.jsonl.tmp" "$res.all.jsonl"
+  fi
   "$vigil" eval --model "$bundle" --data "folder:$data/$cat" >"$res.json.tmp"
   mv "$res.json.tmp" "$res.json"
   echo "$tag: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("image", round(r["image_auroc"], 3), "pixel", round(r["pixel_auroc"], 3))' "$res.json") (train $(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["train_seconds"]))' "$res.train.json") s)" >&2
 }
 export -f run_one
-export vigil out data size epochs mode
+export vigil out data size epochs mode crops all_scores
 
 if [ -z "$report_only" ]; then
   for det in $detectors; do
@@ -129,13 +144,15 @@ if [ -z "$report_only" ]; then
 fi
 
 # shellcheck disable=SC2086
-python3 - "$out/results" "$mode" "$size" "$epochs" "$data_seed" -- $detectors -- $categories -- $seeds <<'PY'
+python3 - "$out/results" "$mode" "$size" "$epochs" "$data_seed" "${crops:+-c$crops}" -- $detectors -- $categories -- $seeds <<'PY'
 import json, os, sys
-res, mode, size, epochs, data_seed = sys.argv[1:6]
-rest = sys.argv[7:]
+res, mode, size, epochs, data_seed, crops = sys.argv[1:7]
+rest = sys.argv[8:]
 i = rest.index("--"); dets = rest[:i]; rest = rest[i + 1:]
 j = rest.index("--"); cats = rest[:j]; seeds = rest[j + 1:]
-print(f"Real surfaces (bench-real): {mode} mode, {size}² model input from 128² crops, {epochs} epochs, "
+geometry = (f"{size}² model input from 128² crops" if mode == "whole"
+            else f"{size}² patches of the native 128² crops, stride {int(size) // 2}, maps stitched at 128²")
+print(f"Real surfaces (bench-real): {mode} mode, {geometry}, {epochs} epochs, "
       f"training seeds {' '.join(seeds)}, data seed {data_seed}")
 print()
 print("| detector | category | image AUROC | pixel AUROC | AUPRO | train s |")
@@ -146,7 +163,7 @@ for d in dets:
     for c in cats:
         runs = []
         for s in seeds:
-            p = os.path.join(res, f"{d}-{c}-{mode}-{size}-e{epochs}-s{s}")
+            p = os.path.join(res, f"{d}-{c}-{mode}-{size}{crops}-e{epochs}-s{s}")
             if os.path.exists(p + ".json") and os.path.exists(p + ".train.json"):
                 r = json.load(open(p + ".json")); r.update(json.load(open(p + ".train.json")))
                 runs.append(r)

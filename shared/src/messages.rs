@@ -251,7 +251,7 @@ pub struct PublisherStats {
     pub reconnects: u64,
     /// Results the scoring loop could not hand over because the publisher's queue was full.
     pub queue_full: u64,
-    /// Masks skipped: no free mask buffer, or the PNG could not be encoded.
+    /// Masks the scorer chose to send that were not published: the PNG could not be encoded.
     pub masks_dropped: u64,
     /// Messages lost to a local fault: the spool could not be written, or the MQTT client
     /// refused a message.
