@@ -424,3 +424,199 @@ fn mqtt_hostile_and_stale_reload_commands_are_refused() {
     drop(reloader);
     publisher.shutdown().unwrap();
 }
+
+/// `openssl` with `args` in `dir`; panics with its stderr on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (Debian package `openssl`; .ci/run installs it)");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A test CA, a server certificate it signs for the name `localhost` only (no IP address, so
+/// connecting by 127.0.0.1 is a name mismatch), and an unrelated second CA. P-256 keys: fast
+/// to make, and what rustls with ring verifies.
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (key, crt, subj) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN=vigil {ca}"),
+        );
+        let mut a = vec![
+            "req", "-x509", "-days", "2", "-subj", &subj, "-keyout", &key, "-out", &crt,
+        ];
+        a.extend(ec);
+        a.extend([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(dir, &a);
+    }
+    let mut a = vec![
+        "req",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ];
+    a.extend(ec);
+    openssl(dir, &a);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+}
+
+/// The publisher's counters after `secs` of trying `host` with this CA and password.
+fn attempt(
+    port: u16,
+    host: &str,
+    ca: &Path,
+    password: &str,
+    spool: &Path,
+    secs: f64,
+) -> vigil_shared::messages::PublisherStats {
+    let mut cfg = config(port, "tls", spool);
+    cfg.mqtt.broker = Some(vigil_appliance::config::BrokerUrl {
+        tls: true,
+        host: host.into(),
+        port,
+    });
+    cfg.mqtt.tls_ca = Some(ca.to_path_buf());
+    cfg.mqtt.username = Some("vigil".into());
+    cfg.mqtt.password = Some(password.into());
+    cfg.reconnect_min = Duration::from_millis(100);
+    cfg.reconnect_max = Duration::from_millis(300);
+    cfg.drain_timeout = Duration::from_secs(2);
+    let publisher = Publisher::start(cfg).unwrap();
+    send(&publisher.handle(), 0..5);
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    publisher.shutdown().unwrap()
+}
+
+/// A real mosquitto with a TLS listener and a password file: a wrong CA, a host name the
+/// certificate does not carry and a wrong password each fail with the reason in plain words in
+/// the stats (`connect_failures`, `last_connect_error`), are retried with backoff, and deliver
+/// nothing; the right settings then connect and deliver.
+#[test]
+fn mqtt_tls_and_login_failures_are_reported_with_the_reason_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(d);
+    let o = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(d.join("passwd"))
+        .args(["vigil", "right-password"])
+        .output()
+        .expect("run mosquitto_passwd (Debian package `mosquitto`)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let port = free_port();
+    let listener = format!(
+        "listener {port} 127.0.0.1\ncafile {0}/ca.crt\ncertfile {0}/server.crt\n\
+         keyfile {0}/server.key\nallow_anonymous false\npassword_file {0}/passwd\n",
+        d.display()
+    );
+    let mut broker = Mosquitto::with_listener(d, port, &listener);
+    broker.start();
+    let (ca, other) = (d.join("ca.crt"), d.join("other-ca.crt"));
+    for (what, host, ca, password, want) in [
+        (
+            "wrong CA",
+            "localhost",
+            &other,
+            "right-password",
+            "not signed by the tls_ca file",
+        ),
+        (
+            "name mismatch",
+            "127.0.0.1",
+            &ca,
+            "right-password",
+            "not valid for `127.0.0.1`",
+        ),
+        (
+            "wrong password",
+            "localhost",
+            &ca,
+            "wrong",
+            "the broker refused the login",
+        ),
+    ] {
+        let st = attempt(
+            port,
+            host,
+            ca,
+            password,
+            &d.join(format!("spool-{what}")),
+            1.5,
+        );
+        eprintln!("{what}: {st:?}");
+        let reason = st.last_connect_error.as_deref().unwrap_or_default();
+        assert!(reason.contains(want), "{what}: {reason:?} lacks {want:?}");
+        assert!(st.connect_failures >= 2, "{what}: retried: {st:?}");
+        assert_eq!(st.published, 0, "{what}: {st:?}");
+        assert_eq!(
+            st.spooled, 5,
+            "{what}: the results wait in the spool: {st:?}"
+        );
+    }
+    let st = attempt(
+        port,
+        "localhost",
+        &ca,
+        "right-password",
+        &d.join("spool-ok"),
+        1.5,
+    );
+    eprintln!("right settings: {st:?}");
+    assert_eq!(
+        (
+            st.published,
+            st.connect_failures,
+            st.last_connect_error.clone()
+        ),
+        (5, 0, None),
+        "{st:?}\nbroker log:\n{}",
+        broker.log()
+    );
+}

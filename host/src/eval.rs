@@ -9,8 +9,8 @@ use vigil_shared::metrics;
 
 use crate::bundle::LoadedModel;
 use crate::data::{Dataset, Sample};
-use crate::report::{self, Tile};
 use crate::patch::{self, preview_tiles, score_samples, score_samples_many};
+use crate::report::{self, Tile};
 use crate::train::{calibrate, Scored};
 
 /// The JSON object `vigil eval` prints (field names are fixed by docs/design.md).

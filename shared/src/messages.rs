@@ -237,7 +237,7 @@ pub struct PipelineStats {
 }
 
 /// The publisher's counters (cumulative since start unless noted).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PublisherStats {
     /// Records in the on-disk spool now, waiting for the broker.
     pub spooled: u64,
@@ -256,6 +256,13 @@ pub struct PublisherStats {
     /// Messages lost to a local fault: the spool could not be written, or the MQTT client
     /// refused a message.
     pub publish_errors: u64,
+    /// Connection attempts that failed (broker unreachable, TLS handshake, login refused).
+    #[serde(default)]
+    pub connect_failures: u64,
+    /// Why the last failed attempt failed, in plain words (kept after a later success, so a
+    /// dashboard still sees what happened); absent when none failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_connect_error: Option<String>,
 }
 
 /// `…/stats` payload.
@@ -693,6 +700,8 @@ mod tests {
                 queue_full: 0,
                 masks_dropped: 0,
                 publish_errors: 0,
+                connect_failures: 2,
+                last_connect_error: Some("the broker refused the login".into()),
             },
         };
         let v = serde_json::to_value(&st).unwrap();

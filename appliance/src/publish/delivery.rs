@@ -14,7 +14,7 @@ use vigil_shared::messages::{
 
 use super::config::{status, PublishConfig};
 use super::spool::Spool;
-use crate::config::BrokerUrl;
+use crate::config::{BrokerUrl, MqttConfig};
 use crate::pipeline::{Lease, Telemetry};
 
 /// Messages sent but not yet acknowledged, at most: keeps the resend after a lost connection
@@ -74,6 +74,9 @@ pub(super) struct State {
     started: Instant,
     pub(super) backoff: Duration,
     last_error: Option<String>,
+    connect_failures: u64,
+    /// The last failure's reason, kept after a later success (stats).
+    last_connect_error: Option<String>,
     /// `stopped` was submitted; waiting for its PubAck.
     pub(super) stopped_sent: bool,
     pub(super) disconnect_sent: bool,
@@ -113,6 +116,8 @@ impl State {
             telemetry,
             started: Instant::now(),
             last_error: None,
+            connect_failures: 0,
+            last_connect_error: None,
             stopped_sent: false,
             disconnect_sent: false,
             online_since: SystemTime::now(),
@@ -133,6 +138,8 @@ impl State {
                     .map_or(0, |t| t.queue_full.load(Ordering::Relaxed)),
             masks_dropped: self.masks_dropped,
             publish_errors: self.publish_errors,
+            connect_failures: self.connect_failures,
+            last_connect_error: self.last_connect_error.clone(),
         }
     }
 
@@ -362,12 +369,19 @@ impl State {
     }
 
     pub(super) fn on_disconnect(&mut self, e: &ConnectionError) {
-        let msg = e.to_string();
+        let msg = explain(e, &self.broker, &self.cfg.mqtt);
+        // Once per distinct reason: an unreachable broker or a refused login retried every
+        // few seconds says so once, not at every attempt.
         if self.connected || self.last_error.as_deref() != Some(msg.as_str()) {
             eprintln!(
-                "vigild: mqtt: {}:{}: {msg}; retrying, results go to the spool",
+                "vigild: mqtt: {}:{}: {msg}; retrying with backoff, results go to the spool",
                 self.broker.host, self.broker.port
             );
+        }
+        if !self.connected {
+            // Losing an established connection is a reconnect, not a failed attempt.
+            self.connect_failures += 1;
+            self.last_connect_error = Some(msg.clone());
         }
         self.last_error = Some(msg);
         self.connected = false;
@@ -442,5 +456,58 @@ impl State {
 
     pub(super) fn idle(&self) -> bool {
         self.memq.is_empty() && self.spool.is_empty() && self.inflight.is_empty()
+    }
+}
+
+/// A connection failure in the words an operator acts on: which setting to look at, not only
+/// the library's error.
+pub(super) fn explain(e: &ConnectionError, broker: &BrokerUrl, mqtt: &MqttConfig) -> String {
+    use rumqttc::ConnectReturnCode as Code;
+    let has_ca = mqtt.tls_ca.is_some();
+    match e {
+        ConnectionError::ConnectionRefused(Code::BadUserNamePassword) => {
+            "the broker refused the login: wrong username or password".into()
+        }
+        // mosquitto answers a wrong password with "not authorised" too.
+        ConnectionError::ConnectionRefused(Code::NotAuthorized) if mqtt.username.is_some() => {
+            "the broker refused the login as not authorised: wrong username or password, or \
+             its ACL denies this client"
+                .into()
+        }
+        ConnectionError::ConnectionRefused(Code::NotAuthorized) => {
+            "the broker refused this client as not authorised: it needs a username and password"
+                .into()
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection ({code:?})")
+        }
+        ConnectionError::Tls(t) => {
+            let s = t.to_string();
+            let ca = if has_ca {
+                "the tls_ca file"
+            } else {
+                "the system's CAs (set tls_ca to the CA that signed it)"
+            };
+            if s.contains("UnknownIssuer") || s.contains("BadSignature") {
+                format!(
+                    "TLS handshake failed: the broker's certificate is not signed by {ca} ({s})"
+                )
+            } else if s.contains("NotValidForName") || s.contains("not valid for name") {
+                format!(
+                    "TLS handshake failed: the broker's certificate is not valid for `{}`; connect \
+                     by a name or address the certificate carries ({s})",
+                    broker.host
+                )
+            } else if s.contains("Expired") || s.contains("expired") {
+                format!("TLS handshake failed: the broker's certificate has expired ({s})")
+            } else {
+                format!("TLS handshake failed: {s}")
+            }
+        }
+        // A plain-text MQTT broker answering a TLS client (or the reverse) shows up here.
+        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("nothing accepts connections there ({io})")
+        }
+        other => other.to_string(),
     }
 }

@@ -56,6 +56,16 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn new(dir: &Path, port: u16) -> Mosquitto {
+        Self::with_listener(
+            dir,
+            port,
+            &format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+        )
+    }
+
+    /// A broker whose listener section is `listener` (e.g. TLS files and a password file);
+    /// the rest of the config as in [`Mosquitto::new`].
+    pub fn with_listener(dir: &Path, port: u16, listener: &str) -> Mosquitto {
         assert!(
             Path::new(MOSQUITTO).is_file(),
             "{MOSQUITTO} is missing: install the Debian package `mosquitto` (.ci/run does)"
@@ -64,8 +74,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\n\
-                 allow_anonymous true\n\
+                "{listener}\
                  persistence true\n\
                  persistence_location {}/\n\
                  max_queued_messages 100000\n\
