@@ -20,10 +20,11 @@ use crate::pipeline::{Lease, Telemetry};
 /// Messages sent but not yet acknowledged, at most: keeps the resend after a lost connection
 /// small and far below rumqttc's packet-id range (no id collisions).
 const WINDOW: usize = 16;
-/// Messages held in memory while connected before they go to the spool (a slow broker).
+/// Messages held in memory (only those the spool could not take while connected) before the
+/// oldest is given up and counted.
 const MEMQ_MAX: usize = 256;
 
-/// A message waiting in memory.
+/// A message waiting in memory: one the spool refused (a full disk) while the broker was there.
 pub(super) struct Msg {
     topic: String,
     payload: Vec<u8>,
@@ -243,15 +244,28 @@ impl State {
         self.publish_errors += errors;
     }
 
+    /// Write-ahead: every result and mask goes to the spool first and is sent from there, so a
+    /// crash of vigild loses nothing that reached the spool (the page cache outlives the
+    /// process) and a power cut at most what came after the last `sync_data` (every
+    /// `event_loop::SYNC_DATA_EVERY`). When the spool cannot take it (a full disk) and the broker
+    /// is there, it is delivered from memory instead; offline, it is lost and counted.
     fn enqueue(&mut self, m: Msg) {
-        if self.connected {
-            self.memq.push_back(m);
-            if self.memq.len() > MEMQ_MAX {
-                self.spill();
+        match self.spool.try_append(m.retain, &m.topic, &m.payload) {
+            Ok(_) => {}
+            Err(e) => {
+                super::spool::report(&e);
+                if self.connected {
+                    self.memq.push_back(m);
+                    if self.memq.len() > MEMQ_MAX {
+                        self.memq.pop_front();
+                        self.spool.count_dropped();
+                        self.publish_errors += 1;
+                    }
+                } else {
+                    self.spool.count_dropped();
+                    self.publish_errors += 1;
+                }
             }
-        } else if let Err(e) = self.spool.append(m.retain, &m.topic, &m.payload) {
-            self.publish_errors += 1;
-            super::spool::report(&e);
         }
     }
 

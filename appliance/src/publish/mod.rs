@@ -16,11 +16,12 @@
 //! The publisher runs a current-thread tokio runtime on a thread of its own; nothing in it
 //! blocks the scoring loop, which drops and counts a result when the publisher is behind.
 //!
-//! Delivery: every result (and mask) is QoS 1. The publisher keeps its own list of what is in
-//! flight and removes a message from memory or from the spool only once the broker has
-//! acknowledged it (PubAck), so after a lost connection exactly the unacknowledged messages are
-//! sent again, in their original order, and nothing the broker acknowledged is repeated. While
-//! the broker is unreachable, new messages go to the spool (see [`spool`]). The remaining
+//! Delivery: every result (and mask) is QoS 1 and written ahead: appended to the spool (see
+//! [`spool`]) before it is sent, and sent from there, so a crash of vigild loses nothing scored
+//! before it (memory holds only what a full disk refused). The publisher keeps its own list of
+//! what is in flight and releases a message only once the broker has acknowledged it (PubAck),
+//! so after a lost connection exactly the unacknowledged messages are sent again, in their
+//! original order, and nothing the broker acknowledged is repeated. The remaining
 //! at-least-once edges: a message whose PubAck was lost together with the connection (the
 //! broker got it, vigild cannot know), a message acknowledged after an earlier one that was not
 //! (brokers ack in order, so this needs a broker bug), and, after a crash of vigild itself,

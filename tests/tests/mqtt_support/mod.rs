@@ -138,6 +138,11 @@ impl Mosquitto {
         }
     }
 
+    /// The running broker's pid (to freeze it with SIGSTOP, as a hung broker would be).
+    pub fn child_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
     }

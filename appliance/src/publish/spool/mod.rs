@@ -13,9 +13,10 @@
 //!   their unacknowledged records added to [`Spool::dropped`] (segments are `max_bytes / 8`,
 //!   so at most an eighth of the spool goes at once). Never silent.
 //! - Durability: writes go straight to the file (no user-space buffer), so a killed process
-//!   loses nothing; [`Spool::sync`] (the publisher calls it every second and on exit) fsyncs
-//!   the tail segment, so a power cut loses at most about a second of spooled records. The
-//!   `acked` file is rewritten (write + fsync + rename + directory fsync) on the same schedule,
+//!   loses nothing; [`Spool::sync_data`] (the publisher calls it every 100 ms while records
+//!   come in) fsyncs the tail segment, so a power cut loses at most those last records.
+//!   [`Spool::sync`] (every second and on exit) also rewrites the `acked` file (write, fsync,
+//!   rename, directory fsync),
 //!   so after a crash the records acknowledged in the last second before it are delivered
 //!   again: the one at-least-once edge. The directory is fsynced after a segment is created,
 //!   so a synced segment does not vanish with its directory entry in a power cut.
@@ -222,6 +223,22 @@ impl Spool {
     /// Appends a record (not yet sent); returns its seq. On failure the record is counted in
     /// [`Spool::dropped`] and the segment is left as it was before the append.
     pub fn append(&mut self, retain: bool, topic: &str, payload: &[u8]) -> Result<u64, SpoolError> {
+        let r = self.try_append(retain, topic, payload);
+        if r.is_err() {
+            self.dropped += 1;
+        }
+        r
+    }
+
+    /// [`Spool::append`] without counting a failure in [`Spool::dropped`]: for a caller that
+    /// still holds the message and delivers it another way (or counts it with
+    /// [`Spool::count_dropped`]).
+    pub fn try_append(
+        &mut self,
+        retain: bool,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<u64, SpoolError> {
         let body_len = 11 + topic.len() + payload.len();
         let rec_len = (HEADER + body_len) as u64;
         let result = if body_len > MAX_RECORD
@@ -248,7 +265,6 @@ impl Spool {
                 Ok(seq)
             }
             Err(SpoolError::Io { path, source }) => {
-                self.dropped += 1;
                 self.failed_in_a_row += 1;
                 Err(SpoolError::Append {
                     path,
@@ -256,11 +272,13 @@ impl Spool {
                     in_a_row: self.failed_in_a_row,
                 })
             }
-            Err(e) => {
-                self.dropped += 1;
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// A message that [`Spool::try_append`] could not take is lost after all: counted.
+    pub fn count_dropped(&mut self) {
+        self.dropped += 1;
     }
 
     fn append_record(
@@ -535,12 +553,7 @@ impl Spool {
 
     /// fsyncs the tail segment and persists the acknowledged position, if they changed.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
-        if self.dirty {
-            if let (Some(f), Some(seg)) = (self.tail.as_ref(), self.segments.back()) {
-                f.sync_data().map_err(io_err(&seg.path))?;
-            }
-            self.dirty = false;
-        }
+        self.sync_data()?;
         if self.acked_dirty {
             let path = self.dir.join("acked");
             let tmp = self.dir.join("acked.tmp");
@@ -552,6 +565,18 @@ impl Spool {
             fs::rename(&tmp, &path).map_err(io_err(&path))?;
             sync_dir(&self.dir)?;
             self.acked_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// fsyncs the tail segment if records were appended since the last sync: what a power cut
+    /// can take is what came after the last call. Cheap when nothing changed.
+    pub fn sync_data(&mut self) -> Result<(), SpoolError> {
+        if self.dirty {
+            if let (Some(f), Some(seg)) = (self.tail.as_ref(), self.segments.back()) {
+                f.sync_data().map_err(io_err(&seg.path))?;
+            }
+            self.dirty = false;
         }
         Ok(())
     }
