@@ -45,7 +45,7 @@ bench-infer bundle="runs/bench-infer" iters="200":
 bench-accuracy detectors="anogan egbad ganomaly alad fanogan gaae wild" classes="0 1 2 3 4 5 6 7 8 9" epochs="2" seeds="1":
     bash bench/bench-accuracy.sh "{{detectors}}" "{{classes}}" "{{epochs}}" "{{seeds}}"
 
-# Every detector on real photographs of surfaces (bricks, gravel, wood from ufoai-textures; defects from defect-synthesis): image/pixel AUROC, AUPRO, train time (env MODE, SEEDS, JOBS, REPORT_ONLY: see bench/bench-real.sh); docs/benchmarks.md.
+# Every detector on real photographs of surfaces (bricks, gravel, wood from ufoai-textures; defects from defect-synthesis): image/pixel AUROC, AUPRO, train time (env MODE=whole|patch, CROPS, ALL_SCORES, SEEDS, JOBS, REPORT_ONLY: see bench/bench-real.sh); docs/benchmarks.md.
 bench-real detectors="ganomaly anogan egbad alad fanogan gaae wild" categories="bricks gravel wood" epochs="20" size="64":
     bash bench/bench-real.sh "{{detectors}}" "{{categories}}" "{{epochs}}" "{{size}}"
 

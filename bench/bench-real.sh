@@ -177,4 +177,35 @@ for d in dets:
               f"**{m[keys[2]]:.3f}** | {m[keys[3]]:.0f} |")
     else:
         print(f"| **{d}** | **mean** | – | – | – | – |")
+
+# ALL_SCORES cells: every score side by side (each thresholded on held-out normals; none is
+# picked here, the test split only measures them). Pixel AUROC belongs to the score's map.
+for d in dets:
+    table = {}
+    for c in cats:
+        for s in seeds:
+            p = os.path.join(res, f"{d}-{c}-{mode}-{size}{crops}-e{epochs}-s{s}.all.jsonl")
+            if not os.path.exists(p):
+                continue
+            for line in open(p):
+                r = json.loads(line)
+                table.setdefault(r["score"], {}).setdefault(c, []).append(r)
+    if not table:
+        continue
+    print()
+    print(f"{d}, every score (`vigil eval --score all`), image AUROC / pixel AUROC:")
+    print()
+    print("| score | " + " | ".join(cats) + " | mean |")
+    print("| --- |" + " --- |" * (len(cats) + 1))
+    for name, per in table.items():
+        cells, im, px = [], [], []
+        for c in cats:
+            rs = per.get(c, [])
+            if not rs:
+                cells.append("–"); continue
+            i = sum(r["image_auroc"] for r in rs) / len(rs)
+            q = sum(r["pixel_auroc"] or 0 for r in rs) / len(rs)
+            im.append(i); px.append(q); cells.append(f"{i:.3f} / {q:.3f}")
+        mean = f"{sum(im)/len(im):.3f} / {sum(px)/len(px):.3f}" if len(im) == len(cats) else "–"
+        print(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
 PY
