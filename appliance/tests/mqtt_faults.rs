@@ -16,68 +16,18 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use mqtt_support::{free_port, result_ids, wait_until, Mosquitto, Subscriber};
+use mqtt_support::{
+    free_port, publisher_config as config, result_ids, send, wait_until, Mosquitto, Subscriber,
+};
 use vigil_appliance::backend::{Backend, BackendError};
 use vigil_appliance::capture::CaptureStats;
-use vigil_appliance::pipeline::{Record, Telemetry};
-use vigil_appliance::publish::{Commands, PublishConfig, Publisher, PublisherHandle};
+use vigil_appliance::pipeline::Telemetry;
+use vigil_appliance::publish::{Commands, Publisher};
 use vigil_appliance::reload::{model_ref, ModelTable, RefusalLimiter, Reloader, ReloaderOptions};
 use vigil_shared::manifest::Manifest;
-use vigil_shared::messages::{CommandResult, LatencyMs, ModelRef};
+use vigil_shared::messages::CommandResult;
 
 const TOKEN: &str = "faults-token-0123456789";
-
-fn config(port: u16, device: &str, spool: &Path) -> PublishConfig {
-    let model = ModelRef {
-        id: "test-model".into(),
-        sha256: "ab".repeat(32),
-    };
-    let mut c = PublishConfig::new(
-        "127.0.0.1",
-        port,
-        device,
-        "cam0",
-        model,
-        spool.to_path_buf(),
-    )
-    .unwrap();
-    c.reconnect_max = Duration::from_millis(500);
-    c.drain_timeout = Duration::from_secs(10);
-    c.queue_capacity = 1024;
-    c.ha_discovery_prefix = None;
-    c
-}
-
-fn report(i: u64, source: &Arc<str>) -> Record {
-    Record {
-        frame_id: i,
-        capture_id: i,
-        source: source.to_string(),
-        captured_at: SystemTime::now(),
-        score: 0.1,
-        normalized_score: 0.2,
-        threshold: 0.5,
-        anomalous: false,
-        latency: LatencyMs {
-            capture: 0.1,
-            infer: 1.0,
-            total: 1.2,
-        },
-        // No mask.
-        ..Record::new(0, 0)
-    }
-}
-
-fn send(handle: &PublisherHandle, ids: std::ops::Range<u64>) {
-    let source: Arc<str> = Arc::from("line");
-    for i in ids {
-        assert!(
-            handle.try_publish(report(i, &source)).is_ok(),
-            "frame {i} refused"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// A tmpfs of `size` mounted at `dir`, unmounted on drop. None when this process may not
 /// mount (not root, or no CAP_SYS_ADMIN in the container).
@@ -147,15 +97,15 @@ fn mqtt_spool_disk_full_while_offline_every_result_arrives_or_is_counted() {
     let publisher = Publisher::start(config(broker.port, "enospc", &spool)).unwrap();
     let handle = publisher.handle();
     // Offline: 0..100 go to the spool, 100..200 meet a full disk, 200..300 have room again.
-    send(&handle, 0..100);
+    send(&handle, 0..100, 500.0);
     std::thread::sleep(Duration::from_millis(300));
     let filler = fs.0.join("filler");
     let filled = fill(&filler);
     assert!(filled > 0);
-    send(&handle, 100..200);
+    send(&handle, 100..200, 500.0);
     std::thread::sleep(Duration::from_millis(300));
     std::fs::remove_file(&filler).unwrap();
-    send(&handle, 200..N);
+    send(&handle, 200..N, 500.0);
     std::thread::sleep(Duration::from_millis(300));
 
     broker.start();
@@ -529,7 +479,7 @@ fn attempt(
     cfg.reconnect_max = Duration::from_millis(300);
     cfg.drain_timeout = Duration::from_secs(2);
     let publisher = Publisher::start(cfg).unwrap();
-    send(&publisher.handle(), 0..5);
+    send(&publisher.handle(), 0..5, 500.0);
     std::thread::sleep(Duration::from_secs_f64(secs));
     publisher.shutdown().unwrap()
 }

@@ -341,7 +341,7 @@ fn cut_all(
     )?)
 }
 
-/// [`train::score_samples`] with tiling.
+/// One score (and its maps, when kept) of `samples`, whole-image or tiled per `tiling`.
 pub fn score_samples(
     detector: &dyn Detector,
     tiling: Option<&Tiling>,

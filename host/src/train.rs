@@ -88,24 +88,6 @@ impl ScoredMany {
     }
 }
 
-pub fn score_samples(
-    detector: &dyn Detector,
-    samples: &[Sample],
-    score: &str,
-    keep_maps: bool,
-    device: &Device,
-) -> Result<Scored> {
-    let ScoredMany {
-        mut scores,
-        mut maps,
-        ..
-    } = score_samples_many(detector, samples, &[score], keep_maps, device)?;
-    Ok(Scored {
-        scores: scores.pop().unwrap_or_default(),
-        maps: maps.pop(),
-    })
-}
-
 /// Several of the detector's scores, and map scores, from one pass over `samples` (each detector
 /// computes all of its scores in one forward pass anyway, and each map is computed once); one
 /// score vector per name, in `names`' order.

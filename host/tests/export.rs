@@ -2,7 +2,7 @@
 //! (the appliance backend) and onnxruntime must give Candle's scores and maps.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
@@ -11,21 +11,8 @@ use vigil_appliance::backend::{Backend, BackendError};
 use vigil_host::data::{self, DataSpec, LoadOptions, Sample};
 use vigil_shared::manifest::{sha256_file, Manifest};
 
-fn vigil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .output()
-        .expect("run vigil")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "vigil failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
+mod common;
+use common::{max_abs_diff, ok, score_tolerance, vigil};
 
 /// One small GANomaly bundle (synthetic metal, 32², one epoch) shared by the tests of this file.
 fn trained() -> &'static Path {
@@ -204,23 +191,6 @@ fn ort_scores(model: &Path, m: &Manifest, samples: &[Sample], tmp: &Path) -> (Ve
         read_f32(&out.with_extension("score.f32")),
         read_f32(&out.with_extension("map.f32")),
     )
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-/// Largest score difference accepted between Candle and an exported f32 graph: 1e-4, or 2e-6
-/// of the largest score where that is more. Scores that sum over an image or a feature tensor
-/// (EGBAD's `combined`, GAAE's terms, …) reach tens or hundreds, where summing f32 in another
-/// order alone moves the last digits (measured: up to 2e-7 of the score).
-fn score_tolerance(candle: &[f32]) -> f32 {
-    let largest = candle.iter().fold(0f32, |m, s| m.max(s.abs()));
-    (2e-6 * largest).max(1e-4)
 }
 
 /// For each of `scores`: exports the bundle at `trained` with that score, then tract and

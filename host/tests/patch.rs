@@ -3,28 +3,14 @@
 //! tolerances as `tests/export.rs`), and `vigil eval` on both.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use candle_core::Device;
 use vigil_host::data::{self, DataSpec, LoadOptions, Sample};
 use vigil_shared::manifest::{Manifest, PatchSpec};
 
-fn vigil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(args)
-        .output()
-        .expect("run vigil")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "vigil failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
+mod common;
+use common::{max_abs_diff, ok, score_tolerance, vigil};
 
 /// A synthetic metal folder at 128² (72 training, 8 validation, 40 test images).
 fn data_128() -> &'static Path {
@@ -92,20 +78,6 @@ fn test_images(m: &Manifest) -> Vec<Sample> {
     };
     let spec: DataSpec = m.training.data.parse().unwrap();
     data::load(&spec, &opts).unwrap().test
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-/// `tests/export.rs`'s score tolerance: 1e-4, or 2e-6 of the largest score where that is more.
-fn score_tolerance(candle: &[f32]) -> f32 {
-    let largest = candle.iter().fold(0f32, |m, s| m.max(s.abs()));
-    (2e-6 * largest).max(1e-4)
 }
 
 #[test]

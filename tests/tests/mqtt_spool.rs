@@ -6,70 +6,12 @@
 mod mqtt_support;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use mqtt_support::{free_port, result_ids, wait_until, Mosquitto, Subscriber};
-use vigil_appliance::pipeline::Record;
-use vigil_appliance::publish::{PublishConfig, Publisher, PublisherHandle};
-use vigil_shared::messages::{LatencyMs, ModelRef};
-
-fn config(port: u16, device: &str, spool: &Path) -> PublishConfig {
-    let model = ModelRef {
-        id: "test-model".into(),
-        sha256: "cd".repeat(32),
-    };
-    let mut c = PublishConfig::new(
-        "127.0.0.1",
-        port,
-        device,
-        "cam0",
-        model,
-        spool.to_path_buf(),
-    )
-    .unwrap();
-    c.reconnect_max = Duration::from_millis(500);
-    c.drain_timeout = Duration::from_secs(10);
-    c.queue_capacity = 1024;
-    c.ha_discovery_prefix = None;
-    c
-}
-
-fn report(i: u64, source: &Arc<str>) -> Record {
-    Record {
-        frame_id: i,
-        capture_id: i,
-        source: source.to_string(),
-        captured_at: SystemTime::now(),
-        score: 0.1,
-        normalized_score: 0.2,
-        threshold: 0.5,
-        anomalous: false,
-        latency: LatencyMs {
-            capture: 0.1,
-            infer: 1.0,
-            total: 1.2,
-        },
-        // No mask.
-        ..Record::new(0, 0)
-    }
-}
-
-/// Sends frames `ids` at `fps`, on schedule (no drift).
-fn send(handle: &PublisherHandle, ids: std::ops::Range<u64>, fps: f64) {
-    let source: Arc<str> = Arc::from("line");
-    let start = Instant::now();
-    for (n, i) in ids.enumerate() {
-        let due = start + Duration::from_secs_f64(n as f64 / fps);
-        if let Some(d) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        }
-        assert!(
-            handle.try_publish(report(i, &source)).is_ok(),
-            "frame {i} refused"
-        );
-    }
-}
+use mqtt_support::{
+    free_port, publisher_config as config, result_ids, send, wait_until, Mosquitto, Subscriber,
+};
+use vigil_appliance::publish::Publisher;
 
 /// A broker (with a persistent session registered for `client_id` on `filter`) that is
 /// then stopped: it will queue messages for that subscriber once it is back.

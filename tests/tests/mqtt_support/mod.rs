@@ -7,9 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use vigil_appliance::pipeline::Record;
+use vigil_appliance::publish::{PublishConfig, PublisherHandle};
+use vigil_shared::messages::{LatencyMs, ModelRef};
 
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
@@ -280,4 +283,64 @@ pub fn result_ids(msgs: &[Received]) -> Vec<u64> {
         ids.push(v["frame_id"].as_u64().expect("frame_id is a number"));
     }
     ids
+}
+
+/// The publisher of the fault tests: fast reconnects, a long drain, a deep queue, no Home
+/// Assistant discovery.
+pub fn publisher_config(port: u16, device: &str, spool: &Path) -> PublishConfig {
+    let model = ModelRef {
+        id: "test-model".into(),
+        sha256: "cd".repeat(32),
+    };
+    let mut c = PublishConfig::new(
+        "127.0.0.1",
+        port,
+        device,
+        "cam0",
+        model,
+        spool.to_path_buf(),
+    )
+    .unwrap();
+    c.reconnect_max = Duration::from_millis(500);
+    c.drain_timeout = Duration::from_secs(10);
+    c.queue_capacity = 1024;
+    c.ha_discovery_prefix = None;
+    c
+}
+
+/// A result without a mask for frame `i`.
+pub fn plain_result(i: u64, source: &Arc<str>) -> Record {
+    Record {
+        frame_id: i,
+        capture_id: i,
+        source: source.to_string(),
+        captured_at: SystemTime::now(),
+        score: 0.1,
+        normalized_score: 0.2,
+        threshold: 0.5,
+        anomalous: false,
+        latency: LatencyMs {
+            capture: 0.1,
+            infer: 1.0,
+            total: 1.2,
+        },
+        // No mask.
+        ..Record::new(0, 0)
+    }
+}
+
+/// Sends frames `ids` at `fps`, on schedule (no drift).
+pub fn send(handle: &PublisherHandle, ids: std::ops::Range<u64>, fps: f64) {
+    let source: Arc<str> = Arc::from("line");
+    let start = Instant::now();
+    for (n, i) in ids.enumerate() {
+        let due = start + Duration::from_secs_f64(n as f64 / fps);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        assert!(
+            handle.try_publish(plain_result(i, &source)).is_ok(),
+            "frame {i} refused"
+        );
+    }
 }
