@@ -29,6 +29,16 @@ fmnist class="1" epochs="2":
 bench-train steps="20" warmup="3":
     bash bench/bench-train.sh {{steps}} {{warmup}}
 
+# Soak (issue 19): vigild at 30 fps into mosquitto for MINUTES, the broker restarted every few
+# minutes and vigild SIGKILLed once; checks every scored frame arrives and RSS / fds / spool stay
+# flat, and writes runs/soak/report.md (docs/benchmarks.md has a 60-minute run).
+soak minutes="10":
+    SOAK_MINUTES={{minutes}} cargo test --workspace --release --test soak -- --ignored --nocapture
+
+# What write-ahead delivery costs per frame: the spool's appends, fsyncs and acks as vigild makes them at 30 fps, in DIR (put it on the spool's disk).
+bench-spool dir="runs/bench-spool" frames="3000":
+    cargo run --release -p vigil-appliance --example bench_spool -- {{dir}} {{frames}}
+
 # Appliance scoring loop: 30 fps for 60 s with a 64² model; deadline misses, p50/p99 per stage, overhead (docs/benchmarks.md).
 bench-loop fps="30" seconds="60":
     bash bench/bench-loop.sh {{fps}} {{seconds}}

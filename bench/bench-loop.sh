@@ -6,6 +6,8 @@
 # VARIANT=patch (`just bench-loop-patch`): 640×480 camera-sized frames replayed from a folder,
 # a 256² ROI cropped from each, scored by a patch-mode GANomaly (256² input, 32² tiles, stride
 # $STRIDE, default 16: 225 tiles per frame, each frame's tiles one tract run, maps stitched).
+# SINK=mqtt: results go to vigild's embedded broker instead of stdout, through the write-ahead
+# spool (every result appended, fsynced every 100 ms), to compare the loop's overhead with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fps=${1:-30}
@@ -60,6 +62,13 @@ else
   source_args=(--source synthetic:metal)
 fi
 
+sink_args=()
+if [ "${SINK:-stdout}" = mqtt ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  rm -rf "$out/spool"
+  sink_args=(--embedded-broker --broker "mqtt://127.0.0.1:$port" --spool-dir "$out/spool" --device-id bench)
+fi
+
 frames=$((fps * secs))
 echo "vigild: $frames frames at $fps fps ($secs s)..."
 # Hypervisor steal time (8th value of /proc/stat's cpu line, in USER_HZ ticks) over the run: on
@@ -68,7 +77,7 @@ steal() { awk '/^cpu /{print $9}' /proc/stat; }
 steal0=$(steal)
 target/release/vigild --model "$model" "${source_args[@]}" --fps "$fps" --frames "$frames" \
   --threads "${THREADS:-1}" \
-  --masks anomalous >"$out/results.jsonl" 2>"$out/vigild.log"
+  --masks anomalous "${sink_args[@]}" >"$out/results.jsonl" 2>"$out/vigild.log"
 steal_ms=$(( ($(steal) - steal0) * 1000 / $(getconf CLK_TCK) ))
 grep '^vigild: summary ' "$out/vigild.log" | sed 's/^vigild: summary //' >"$out/summary.json"
 python3 - "$out/summary.json" "$fps" "$steal_ms" "$(nproc)" <<'PY'

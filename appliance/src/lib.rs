@@ -10,6 +10,7 @@
 //!   from the pipeline's records.
 //! - `config`: `vigild.toml` and its flags.
 //! - `reload`: hot model reload (SIGHUP, MQTT command) on a background thread.
+//! - `service`: systemd notifications (READY, STATUS, a watchdog fed by the scoring loop).
 
 pub mod backend;
 pub mod capture;
@@ -17,3 +18,4 @@ pub mod config;
 pub mod pipeline;
 pub mod publish;
 pub mod reload;
+pub mod service;

@@ -20,6 +20,7 @@ use vigil_appliance::config::{self, BackendKind, Config, Settings, SourceSpec};
 use vigil_appliance::pipeline::{Pipeline, PipelineOptions, Results, Telemetry, STAGES};
 use vigil_appliance::publish::{self, Commands, PublishConfig, Publisher};
 use vigil_appliance::reload::{model_ref, ModelTable, Reloader, ReloaderOptions};
+use vigil_appliance::service::Service;
 use vigil_shared::manifest::Manifest;
 
 #[derive(Parser)]
@@ -221,7 +222,10 @@ fn serve(cfg: &Config) -> Result<()> {
     // during start-up would wait for it and count as a deadline miss.
     let cap = capture::spawn(source, lockstep, capture_stats)
         .context("cannot start the capture thread")?;
+    // Under systemd (Type=notify): READY now, then STATUS and watchdog pings while the loop runs.
+    let service = Service::ready(telemetry.clone());
     let scored = pipeline.run(&cap.mailbox, &STOP, cfg.frames);
+    drop(service); // STOPPING=1
     drop(reloader);
     let capture_result = cap.stop();
     drop(pipeline); // closes the result channel: the sink drains and ends

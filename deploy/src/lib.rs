@@ -292,7 +292,11 @@ pub fn render_unit(prefix: &str) -> String {
          After=network-online.target\n\
          \n\
          [Service]\n\
-         Type=simple\n\
+         # vigild says READY once the model is warm and the camera started, and pings the\n\
+         # watchdog only while its scoring loop runs: a hung scorer is restarted.\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
+         WatchdogSec=10\n\
          User=vigil\n\
          Group=vigil\n\
          SupplementaryGroups=video\n\

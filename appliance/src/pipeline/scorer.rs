@@ -182,6 +182,7 @@ impl Pipeline {
     ) -> Result<u64, PipelineError> {
         let mut frame = std::mem::replace(&mut self.frame, Frame::with_capacity(0));
         let result = loop {
+            self.telemetry.beat();
             if stop.load(Ordering::Relaxed) || max_frames.is_some_and(|n| self.scored >= n) {
                 break Ok(self.scored);
             }

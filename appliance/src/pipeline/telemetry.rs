@@ -92,6 +92,8 @@ pub struct Telemetry {
     /// Hot reloads refused by the reload thread (the old model kept running).
     pub reloads_refused: AtomicU64,
     pub capture: Arc<CaptureStats>,
+    /// When the scoring loop last went round, in ns since `started` ([`Telemetry::beat`]).
+    heartbeat_ns: AtomicU64,
     /// Since start.
     pub total: Mutex<Hists>,
     /// Since the last [`Telemetry::take_window`].
@@ -109,6 +111,7 @@ impl Telemetry {
             reloads: AtomicU64::new(0),
             reloads_refused: AtomicU64::new(0),
             capture,
+            heartbeat_ns: AtomicU64::new(0),
             total: Mutex::new(Hists::new()),
             window: Mutex::new((Hists::new(), 0, Instant::now())),
             started: Instant::now(),
@@ -127,6 +130,19 @@ impl Telemetry {
 
     /// The `…/stats` pipeline figures: counters since start, fps and percentiles over the
     /// window since the previous call (which this call starts anew).
+    /// Stamped by the scoring loop on every iteration, frame or not (the systemd watchdog
+    /// and health checks read it).
+    pub fn beat(&self) {
+        let ns = self.started.elapsed().as_nanos() as u64;
+        self.heartbeat_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// How long ago the scoring loop last went round (since start if it never did).
+    pub fn since_beat(&self) -> Duration {
+        let at = Duration::from_nanos(self.heartbeat_ns.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(at)
+    }
+
     pub fn take_window(&self) -> PipelineStats {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let secs = w.2.elapsed().as_secs_f64();
