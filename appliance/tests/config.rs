@@ -169,3 +169,86 @@ fn missing_folder_is_a_clear_error() {
     assert!(!o.status.success());
     assert!(err.contains("/nonexistent/frames"), "{err}");
 }
+
+fn vigild_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigild"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn secrets_from_the_environment_are_used_and_never_echoed() {
+    let env = [
+        ("VIGILD_PASSWORD", "env-pass-s3cret"),
+        ("VIGILD_COMMAND_TOKEN", "env-token-0123456789"),
+    ];
+    let args = [
+        "--model",
+        "/m",
+        "--broker",
+        "mqtts://broker.example:8883",
+        "--username",
+        "u",
+        "--print-config",
+    ];
+    let o = vigild_env(&args, &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("password = \"********\""), "{out}");
+    assert!(out.contains("command_token = \"********\""), "{out}");
+    assert!(
+        !out.contains("s3cret") && !out.contains("0123456789"),
+        "{out}"
+    );
+    // Without a username the password is refused; the error must not echo it either.
+    let o = vigild_env(&["--model", "/m", "--print-config"], &env);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("password"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    let help = vigild_env(&["--help"], &env);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("VIGILD_PASSWORD"),
+        "--help names the variable"
+    );
+    assert!(!help.contains("s3cret"), "--help must not show its value");
+}
+
+#[test]
+fn home_assistant_discovery_settings() {
+    let o = vigild(&["--model", "/m", "--print-config"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("ha_discovery = true"), "{out}");
+    assert!(
+        out.contains("ha_discovery_prefix = \"homeassistant\""),
+        "{out}"
+    );
+    assert!(out.contains("ha_expire_after_s = 60"), "{out}");
+    let o = vigild(&[
+        "--model",
+        "/m",
+        "--ha-discovery",
+        "false",
+        "--ha-expire-after-s",
+        "0",
+        "--print-config",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("ha_discovery = false"), "{out}");
+    assert!(out.contains("ha_expire_after_s = 0"), "{out}");
+    let o = vigild(&[
+        "--model",
+        "/m",
+        "--ha-discovery-prefix",
+        "ha/#",
+        "--print-config",
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("ha_discovery_prefix") && err.contains("ha/#"),
+        "{err}"
+    );
+}

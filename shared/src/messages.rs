@@ -401,6 +401,9 @@ pub struct HaOrigin {
 pub struct HaEntityConfig {
     pub name: String,
     pub unique_id: String,
+    /// The entity id Home Assistant gives the entity at creation (`sensor.vigil_…`): HA's
+    /// current field; `object_id` stays for versions before 2025.10.
+    pub default_entity_id: String,
     pub object_id: String,
     pub state_topic: String,
     pub value_template: String,
@@ -422,6 +425,9 @@ pub struct HaEntityConfig {
     pub payload_off: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub json_attributes_topic: Option<String>,
+    /// Seconds without a state message after which HA shows the entity as unavailable.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expire_after: Option<u64>,
 }
 
 /// A discovery message: where to publish (retained) and what.
@@ -447,40 +453,47 @@ pub fn ha_id(s: &str) -> String {
 /// Discovery configs so that Home Assistant shows, without any YAML, a score sensor
 /// (`normalized_score` from the retained `…/state`), an anomaly binary sensor (`anomalous`,
 /// device class `problem`) and an fps sensor (from `…/stats`), all unavailable unless the
-/// status is `online`.
+/// status is `online`. `expire_after` (seconds) makes the score and anomaly entities
+/// unavailable when no result came for that long (a stalled camera).
 pub fn ha_discovery(
     discovery_prefix: &str,
     device_id: &str,
     topics: &Topics,
     version: &str,
     model_id: &str,
+    expire_after: Option<u64>,
 ) -> Vec<HaDiscovery> {
     let common = EntityCommon::new(device_id, topics, version, model_id);
     let node = &common.node;
     let cam = ha_id(topics.camera());
     let score_obj = format!("{cam}_score");
     let mut score = common.entity(
+        "sensor",
         format!("{} anomaly score", topics.camera()),
         score_obj.clone(),
         topics.state(),
         "{{ value_json.normalized_score }}",
     );
+    score.expire_after = expire_after;
     score.state_class = Some("measurement".into());
     score.icon = Some("mdi:gauge".into());
     score.json_attributes_topic = Some(topics.state());
 
     let anomaly_obj = format!("{cam}_anomaly");
     let mut anomaly = common.entity(
+        "binary_sensor",
         format!("{} anomaly", topics.camera()),
         anomaly_obj.clone(),
         topics.state(),
         "{{ 'ON' if value_json.anomalous else 'OFF' }}",
     );
     anomaly.device_class = Some("problem".into());
+    anomaly.expire_after = expire_after;
     anomaly.payload_on = Some("ON".into());
     anomaly.payload_off = Some("OFF".into());
 
     let mut fps = common.entity(
+        "sensor",
         "frames per second".into(),
         "fps".into(),
         topics.stats(),
@@ -543,6 +556,7 @@ impl EntityCommon {
     /// An entity with the shared parts filled in and no optional field set.
     fn entity(
         &self,
+        domain: &str,
         name: String,
         object: String,
         state_topic: String,
@@ -552,6 +566,9 @@ impl EntityCommon {
         HaEntityConfig {
             name,
             unique_id: format!("{node}_{object}"),
+            default_entity_id: format!("{domain}.{node}_{object}")
+                .to_lowercase()
+                .replace('-', "_"),
             object_id: format!("{node}_{object}"),
             state_topic,
             value_template: template.into(),
@@ -566,6 +583,7 @@ impl EntityCommon {
             payload_on: None,
             payload_off: None,
             json_attributes_topic: None,
+            expire_after: None,
         }
     }
 }
@@ -731,8 +749,37 @@ mod tests {
     #[test]
     fn ha_discovery_has_the_fields_home_assistant_needs() {
         let t = Topics::new("vigil/line 3", "cam0").unwrap();
-        let d = ha_discovery(HA_DISCOVERY_PREFIX, "line 3", &t, "0.1.0", "m");
+        let d = ha_discovery(HA_DISCOVERY_PREFIX, "line 3", &t, "0.1.0", "m", Some(60));
         assert_eq!(d.len(), 3);
+        // The options HA's MQTT sensor and binary sensor integrations document (2026): a key
+        // outside this list is ignored by HA at best, and rejects the config at worst.
+        const HA_FIELDS: &[&str] = &[
+            "availability",
+            "availability_mode",
+            "default_entity_id",
+            "device",
+            "device_class",
+            "enabled_by_default",
+            "encoding",
+            "entity_category",
+            "expire_after",
+            "force_update",
+            "icon",
+            "json_attributes_template",
+            "json_attributes_topic",
+            "name",
+            "object_id",
+            "origin",
+            "payload_off",
+            "payload_on",
+            "qos",
+            "state_class",
+            "state_topic",
+            "suggested_display_precision",
+            "unique_id",
+            "unit_of_measurement",
+            "value_template",
+        ];
         assert_eq!(
             d[0].topic,
             "homeassistant/sensor/vigil_line_3/cam0_score/config"
@@ -753,6 +800,26 @@ mod tests {
             ] {
                 assert!(v.get(k).is_some(), "{} lacks {k}", x.topic);
             }
+            for k in v.as_object().unwrap().keys() {
+                assert!(
+                    HA_FIELDS.contains(&k.as_str()),
+                    "{}: HA has no {k}",
+                    x.topic
+                );
+            }
+            // `<domain>.<object id>`, the domain being the topic's component, in HA's
+            // entity-id alphabet.
+            let component = x.topic.split('/').nth(1).unwrap();
+            let id = v["default_entity_id"].as_str().unwrap();
+            assert!(id.starts_with(&format!("{component}.")), "{id}");
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._".contains(c)),
+                "{id}"
+            );
+            // A stalled camera turns the verdict and score unavailable; fps comes from stats.
+            let expires = !x.topic.ends_with("/fps/config");
+            assert_eq!(v.get("expire_after").is_some(), expires, "{}", x.topic);
             assert_eq!(v["availability"][0]["topic"], "vigil/line 3/status");
             assert_eq!(v["availability"][0]["payload_available"], "online");
             assert_eq!(v["device"]["identifiers"][0], "vigil_line_3");
@@ -793,7 +860,7 @@ mod tests {
             } else if v.get("unique_id").is_some() {
                 let d: HaEntityConfig = serde_json::from_value(v.clone()).unwrap();
                 let t = Topics::new("vigil/line-3", "cam0").unwrap();
-                let ours = ha_discovery(HA_DISCOVERY_PREFIX, "line-3", &t, "0.1.0", "m");
+                let ours = ha_discovery(HA_DISCOVERY_PREFIX, "line-3", &t, "0.1.0", "m", Some(60));
                 let generated = serde_json::to_value(&ours[1].config).unwrap();
                 assert_eq!(keys(&generated), keys(&v));
                 assert_eq!(d.value_template, ours[1].config.value_template);

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use serde::Serialize;
+use vigil_shared::messages::HA_DISCOVERY_PREFIX;
 
 use super::{BackendKind, Config, MaskPolicy};
 use crate::backend::tract::Precision;
@@ -39,6 +40,9 @@ struct Effective<'a> {
     spool_dir: &'a Path,
     spool_mb: u64,
     stats_interval_s: f64,
+    ha_discovery: bool,
+    ha_discovery_prefix: &'a str,
+    ha_expire_after_s: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     roi: Option<String>,
     v4l_format: String,
@@ -78,6 +82,12 @@ impl Config {
             spool_dir: &m.spool_dir,
             spool_mb: m.spool_max_bytes >> 20,
             stats_interval_s: m.stats_interval.as_secs_f64(),
+            ha_discovery: m.ha_discovery_prefix.is_some(),
+            ha_discovery_prefix: m
+                .ha_discovery_prefix
+                .as_deref()
+                .unwrap_or(HA_DISCOVERY_PREFIX),
+            ha_expire_after_s: m.ha_expire_after_s.unwrap_or(0),
             roi: self.roi.map(|r| format!("{},{},{},{}", r.x, r.y, r.w, r.h)),
             v4l_format: self.v4l.format.to_string(),
             v4l_size: format!("{}x{}", self.v4l.width, self.v4l.height),

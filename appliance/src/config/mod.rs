@@ -109,8 +109,15 @@ pub struct Settings {
     /// MQTT username.
     #[arg(long, value_name = "USER")]
     pub username: Option<String>,
-    /// MQTT password (prefer the config file with restricted permissions over a flag).
-    #[arg(long, value_name = "PASS")]
+    /// MQTT password. Also from the environment variable VIGILD_PASSWORD (a systemd
+    /// `EnvironmentFile=` or credential), never echoed; prefer either, or the config file with
+    /// restricted permissions, over a flag that `ps` shows.
+    #[arg(
+        long,
+        value_name = "PASS",
+        env = "VIGILD_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// PEM file of the CA that signed the broker's certificate (mqtts:// only).
     #[arg(long, value_name = "FILE")]
@@ -118,7 +125,13 @@ pub struct Settings {
     /// Shared secret that `<prefix>/command/reload` messages must carry to hot-reload the
     /// model (at least 16 characters). Absent: MQTT commands are off (SIGHUP still reloads).
     /// The broker's ACLs and TLS remain the real access control (docs/mqtt.md, "Commands").
-    #[arg(long, value_name = "SECRET")]
+    /// Also from the environment variable VIGILD_COMMAND_TOKEN, never echoed.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "VIGILD_COMMAND_TOKEN",
+        hide_env_values = true
+    )]
     pub command_token: Option<String>,
     /// Accept `command_token` over a plain mqtt:// connection to a broker off this host (the
     /// token then crosses the network readable by anyone on it). Default: false, refused.
@@ -134,6 +147,17 @@ pub struct Settings {
     /// Seconds between stats messages. Default: 10.
     #[arg(long, value_name = "S")]
     pub stats_interval_s: Option<f64>,
+    /// Publish Home Assistant MQTT discovery configs at every connect (docs/mqtt.md).
+    /// Default: true.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub ha_discovery: Option<bool>,
+    /// Home Assistant's discovery prefix. Default: homeassistant.
+    #[arg(long, value_name = "PREFIX")]
+    pub ha_discovery_prefix: Option<String>,
+    /// Seconds without a new result after which Home Assistant shows the score and anomaly
+    /// entities as unavailable (a stalled camera); 0: never. Default: 60.
+    #[arg(long, value_name = "S")]
+    pub ha_expire_after_s: Option<u64>,
     /// Region of interest in source pixels, `X,Y,W,H`, cropped before resizing to the model size.
     #[arg(long, value_name = "X,Y,W,H")]
     pub roi: Option<String>,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vigil_shared::messages::{TopicError, Topics};
+use vigil_shared::messages::{TopicError, Topics, HA_DISCOVERY_PREFIX};
 
 use super::{BrokerUrl, MaskPolicy};
 
@@ -17,6 +17,9 @@ pub const DEFAULT_MASKS: MaskPolicy = MaskPolicy::Anomalous;
 /// Relative to vigild's working directory.
 pub const DEFAULT_SPOOL_DIR: &str = "vigild-spool";
 pub const DEFAULT_SPOOL_MB: u64 = 64;
+/// Home Assistant marks the score and anomaly entities unavailable after this long without a
+/// result: long enough for a paced camera, short enough to see a stalled one.
+pub const DEFAULT_HA_EXPIRE_AFTER_S: u64 = 60;
 pub const DEFAULT_STATS_INTERVAL_S: f64 = 10.0;
 
 /// Everything about vigild's MQTT side that the configuration decides, validated.
@@ -41,6 +44,10 @@ pub struct MqttConfig {
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub stats_interval: Duration,
+    /// Home Assistant discovery prefix; None: no discovery.
+    pub ha_discovery_prefix: Option<String>,
+    /// Home Assistant `expire_after` of the score and anomaly entities, seconds; None: never.
+    pub ha_expire_after_s: Option<u64>,
 }
 
 impl MqttConfig {
@@ -66,6 +73,8 @@ impl MqttConfig {
             spool_dir,
             spool_max_bytes: DEFAULT_SPOOL_MB << 20,
             stats_interval: Duration::from_secs_f64(DEFAULT_STATS_INTERVAL_S),
+            ha_discovery_prefix: Some(HA_DISCOVERY_PREFIX.into()),
+            ha_expire_after_s: Some(DEFAULT_HA_EXPIRE_AFTER_S),
         })
     }
 

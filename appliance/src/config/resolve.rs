@@ -6,11 +6,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vigil_shared::messages::DEFAULT_TOPIC_ROOT;
+use vigil_shared::messages::{DEFAULT_TOPIC_ROOT, HA_DISCOVERY_PREFIX};
 
 use super::mqtt::{
-    MqttConfig, DEFAULT_CAMERA, DEFAULT_DEVICE_ID, DEFAULT_MASKS, DEFAULT_SPOOL_DIR,
-    DEFAULT_SPOOL_MB, DEFAULT_STATS_INTERVAL_S,
+    MqttConfig, DEFAULT_CAMERA, DEFAULT_DEVICE_ID, DEFAULT_HA_EXPIRE_AFTER_S, DEFAULT_MASKS,
+    DEFAULT_SPOOL_DIR, DEFAULT_SPOOL_MB, DEFAULT_STATS_INTERVAL_S,
 };
 use super::types::parse_size;
 use super::{
@@ -206,11 +206,39 @@ fn resolve_mqtt(m: &Merge) -> Result<MqttConfig, ConfigError> {
         spool_dir: PathBuf::new(),
         spool_max_bytes: 0,
         stats_interval: Duration::ZERO,
+        ha_discovery_prefix: None,
+        ha_expire_after_s: None,
     };
     resolve_credentials(m, &mut c)?;
     check_exposure(m, &mut c)?;
     resolve_spool(m, &mut c)?;
+    resolve_discovery(m, &mut c)?;
     Ok(c)
+}
+
+/// Home Assistant discovery: on/off, prefix, `expire_after`.
+fn resolve_discovery(m: &Merge, c: &mut MqttConfig) -> Result<(), ConfigError> {
+    let on = m.get(|s| &s.ha_discovery).0.unwrap_or(true);
+    let (prefix, src) = m.get(|s| &s.ha_discovery_prefix);
+    let prefix = prefix.unwrap_or_else(|| HA_DISCOVERY_PREFIX.into());
+    if prefix.is_empty()
+        || prefix.contains(['+', '#'])
+        || prefix.starts_with('$')
+        || prefix.ends_with('/')
+    {
+        return Err(src.bad(
+            "ha_discovery_prefix",
+            &prefix,
+            "must be non-empty, without MQTT wildcards (+ #), not start with $ nor end with /",
+        ));
+    }
+    c.ha_discovery_prefix = on.then_some(prefix);
+    let expire = m
+        .get(|s| &s.ha_expire_after_s)
+        .0
+        .unwrap_or(DEFAULT_HA_EXPIRE_AFTER_S);
+    c.ha_expire_after_s = (expire > 0).then_some(expire);
+    Ok(())
 }
 
 /// What the MQTT settings expose to the network, refused unless asked for: the embedded

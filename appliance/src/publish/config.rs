@@ -68,8 +68,8 @@ impl PublishConfig {
     /// at their defaults.
     pub fn from_mqtt(mqtt: MqttConfig, model: ModelRef) -> PublishConfig {
         PublishConfig {
+            ha_discovery_prefix: mqtt.ha_discovery_prefix.clone(),
             mqtt,
-            ha_discovery_prefix: Some(messages::HA_DISCOVERY_PREFIX.into()),
             model,
             version: env!("CARGO_PKG_VERSION").into(),
             queue_capacity: 64,

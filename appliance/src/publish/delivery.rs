@@ -345,6 +345,7 @@ impl State {
                 &self.topics,
                 &self.cfg.version,
                 &self.cfg.model.id,
+                self.cfg.mqtt.ha_expire_after_s,
             ) {
                 let payload = serde_json::to_vec(&d.config).unwrap_or_default();
                 self.submit(&d.topic, payload, QoS::AtLeastOnce, true, Origin::Ephemeral);
