@@ -39,6 +39,10 @@ struct Cli {
     /// Verify the bundle (schema, fields, sha256 of every file) and exit.
     #[arg(long)]
     check: bool,
+    /// Print a shell completion script and exit: `vigild --completions bash >
+    /// /etc/bash_completion.d/vigild` (or zsh, fish, elvish, powershell).
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
     #[command(flatten)]
     settings: Settings,
 }
@@ -154,6 +158,11 @@ fn embedded_addr(cfg: &Config) -> Result<std::net::SocketAddr> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(shell) = cli.completions {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "vigild", &mut std::io::stdout());
+        return Ok(());
+    }
     let file = match &cli.config {
         Some(p) => config::read_file(p)?,
         None => Settings::default(),

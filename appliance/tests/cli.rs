@@ -95,3 +95,28 @@ fn exposed_embedded_broker_and_plaintext_token_are_refused() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn completions_cover_the_flags_and_load_in_bash() {
+    let o = vigild(&["--completions", "bash"]);
+    assert!(o.status.success());
+    let script = String::from_utf8_lossy(&o.stdout);
+    for flag in ["--model", "--broker", "--ha-discovery", "--completions"] {
+        assert!(script.contains(flag), "completion lacks {flag}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigild.bash");
+    std::fs::write(&path, script.as_bytes()).unwrap();
+    let b = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p vigild", path.display()))
+        .output()
+        .unwrap();
+    assert!(
+        b.status.success() && String::from_utf8_lossy(&b.stdout).contains("vigild"),
+        "bash did not load it: {}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let fish = vigild(&["--completions", "fish"]);
+    assert!(String::from_utf8_lossy(&fish.stdout).contains("complete -c vigild"));
+}

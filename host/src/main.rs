@@ -39,6 +39,12 @@ enum Command {
     /// its embedded MQTT broker, and show its verdicts live as a dashboard subscribed to them
     /// sees them; then score them against the known defects.
     Demo(DemoArgs),
+    /// Print a shell completion script: `vigil completions bash > /etc/bash_completion.d/vigil`
+    /// (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args)]
@@ -276,6 +282,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => run_export(a),
         Command::Demo(a) => run_demo(a),
         Command::Synth(a) => run_synth(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "vigil", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 

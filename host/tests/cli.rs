@@ -385,3 +385,28 @@ fn cuda_device_on_a_cpu_build_says_how_to_build_one() {
     let o = train_small(out.path(), "synthetic:metal", "1", &["--device", "gpu0"]);
     assert_clean_error(&o, "--device gpu0: expected cpu or cuda:N");
 }
+
+/// `vigil completions bash` is a script bash loads, completing the subcommands and flags.
+#[test]
+fn bash_completion_loads_and_completes_subcommands() {
+    let o = ok(vigil(&["completions", "bash"]));
+    let script = String::from_utf8_lossy(&o.stdout);
+    for word in ["train", "export", "demo", "--image-size", "--detector"] {
+        assert!(script.contains(word), "completion lacks {word}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigil.bash");
+    std::fs::write(&path, script.as_bytes()).unwrap();
+    let b = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p vigil", path.display()))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&b.stdout);
+    assert!(
+        b.status.success() && out.contains("vigil"),
+        "bash did not load it: {out}{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert_clean_error(&vigil(&["completions", "cmd.exe"]), "cmd.exe");
+}
