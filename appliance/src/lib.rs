@@ -9,12 +9,14 @@
 //! - `publish`: MQTT results, masks, status, stats, spool, Home Assistant discovery, built
 //!   from the pipeline's records.
 //! - `config`: `vigild.toml` and its flags.
+//! - `live`: the HTTP live view (`--http`): page, overlay JPEG/MJPEG, `/metrics`, `/healthz`.
 //! - `reload`: hot model reload (SIGHUP, MQTT command) on a background thread.
 //! - `service`: systemd notifications (READY, STATUS, a watchdog fed by the scoring loop).
 
 pub mod backend;
 pub mod capture;
 pub mod config;
+pub mod live;
 pub mod pipeline;
 pub mod publish;
 pub mod reload;

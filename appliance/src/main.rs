@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -17,6 +18,7 @@ use vigil_appliance::backend::tract::{TractBackend, TractOptions};
 use vigil_appliance::backend::Backend;
 use vigil_appliance::capture;
 use vigil_appliance::config::{self, BackendKind, Config, Settings, SourceSpec};
+use vigil_appliance::live::{Access, Live, ModelInfo, Sources};
 use vigil_appliance::pipeline::{Pipeline, PipelineOptions, Results, Telemetry, STAGES};
 use vigil_appliance::publish::{self, Commands, PublishConfig, Publisher};
 use vigil_appliance::reload::{model_ref, ModelTable, Reloader, ReloaderOptions};
@@ -226,6 +228,7 @@ fn serve(cfg: &Config) -> Result<()> {
     let models = ModelTable::new(model_ref(&manifest));
     let mut reloader = spawn_reloader(cfg, &manifest, &mut pipeline, &models, &telemetry)?;
     let sink = start_sink(cfg, &manifest, results, &models, &telemetry, &mut reloader)?;
+    let live = start_live(cfg, &manifest, &pipeline, &telemetry, &sink)?;
 
     // The camera starts last, once the model is warm and the sink is up: a frame captured
     // during start-up would wait for it and count as a deadline miss.
@@ -235,6 +238,7 @@ fn serve(cfg: &Config) -> Result<()> {
     let service = Service::ready(telemetry.clone());
     let scored = pipeline.run(&cap.mailbox, &STOP, cfg.frames);
     drop(service); // STOPPING=1
+    drop(live);
     drop(reloader);
     let capture_result = cap.stop();
     drop(pipeline); // closes the result channel: the sink drains and ends
@@ -278,6 +282,52 @@ fn spawn_reloader(
         retired,
     )
     .context("cannot start the reload thread")
+}
+
+/// The live view (`--http`), when configured.
+fn start_live(
+    cfg: &Config,
+    manifest: &Manifest,
+    pipeline: &Pipeline,
+    telemetry: &Arc<Telemetry>,
+    sink: &Sink,
+) -> Result<Option<Live>> {
+    let Some(addr) = cfg.http else {
+        return Ok(None);
+    };
+    let basic = match (&cfg.mqtt.username, &cfg.mqtt.password) {
+        (Some(u), Some(p)) if !addr.ip().is_loopback() => Some(Access::basic(u, p)),
+        _ => None,
+    };
+    let access = Access {
+        token: cfg.http_token.clone(),
+        basic,
+    };
+    let i = &manifest.input;
+    let model = model_ref(manifest);
+    let sources = Sources {
+        view: pipeline.view(),
+        telemetry: telemetry.clone(),
+        publisher: match sink {
+            Sink::Mqtt(p) => Some(p.handle()),
+            Sink::Stdout(_) => None,
+        },
+        model: ModelInfo {
+            id: model.id,
+            detector: manifest.detector.clone(),
+            sha256: model.sha256,
+            threshold: manifest.normalisation.threshold,
+            input: format!("{}×{}×{}", i.channels, i.height, i.width),
+        },
+        device: cfg.mqtt.device_id.clone(),
+        camera: cfg.mqtt.camera.clone(),
+        // Three frame intervals, and never under 5 s (a slow model, a paused replay).
+        stale_after: Duration::from_secs_f64((3.0 / cfg.fps.max(1e-3)).max(5.0)),
+    };
+    let live = Live::start(addr, access, sources)
+        .with_context(|| format!("field `http` = \"{addr}\": cannot serve the live view"))?;
+    eprintln!("vigild: live view on http://{}/", live.addr);
+    Ok(Some(live))
 }
 
 /// The MQTT publisher when a broker is configured (it also takes reload commands and reports

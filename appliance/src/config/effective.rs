@@ -40,6 +40,10 @@ struct Effective<'a> {
     spool_dir: &'a Path,
     spool_mb: u64,
     stats_interval_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_token: Option<&'static str>,
     ha_discovery: bool,
     ha_discovery_prefix: &'a str,
     ha_expire_after_s: u64,
@@ -82,6 +86,8 @@ impl Config {
             spool_dir: &m.spool_dir,
             spool_mb: m.spool_max_bytes >> 20,
             stats_interval_s: m.stats_interval.as_secs_f64(),
+            http: self.http.map(|a| a.to_string()),
+            http_token: self.http_token.as_ref().map(|_| "********"),
             ha_discovery: m.ha_discovery_prefix.is_some(),
             ha_discovery_prefix: m
                 .ha_discovery_prefix

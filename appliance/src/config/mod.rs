@@ -147,6 +147,20 @@ pub struct Settings {
     /// Seconds between stats messages. Default: 10.
     #[arg(long, value_name = "S")]
     pub stats_interval_s: Option<f64>,
+    /// Serve the live view (page, overlay JPEG/MJPEG, /metrics, /healthz) on this address,
+    /// e.g. 127.0.0.1:8080. Off by default. On an address other than loopback vigild starts
+    /// only with `http_token` or the MQTT `username` and `password` set (HTTP Basic).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Token the live view demands (`Authorization: Bearer …`, or `?token=…` in the page's
+    /// URL); at least 16 characters. Also from VIGILD_HTTP_TOKEN, never echoed.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "VIGILD_HTTP_TOKEN",
+        hide_env_values = true
+    )]
+    pub http_token: Option<String>,
     /// Publish Home Assistant MQTT discovery configs at every connect (docs/mqtt.md).
     /// Default: true.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -200,6 +214,9 @@ pub struct Config {
     pub v4l: V4lConfig,
     pub seed: u64,
     pub mqtt: MqttConfig,
+    /// The live view's address (None: off) and token.
+    pub http: Option<std::net::SocketAddr>,
+    pub http_token: Option<String>,
 }
 
 /// Reads a config file into [`Settings`]; unknown fields are errors naming the field.

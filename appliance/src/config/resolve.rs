@@ -93,6 +93,7 @@ impl Settings {
         let (backend, precision, threads) = resolve_backend(&m)?;
         let mqtt = resolve_mqtt(&m)?;
         let (roi, v4l) = resolve_v4l(&m, &source, timing.fps)?;
+        let (http, http_token) = resolve_http(&m, &mqtt)?;
         Ok(Config {
             model,
             source,
@@ -106,8 +107,48 @@ impl Settings {
             v4l,
             seed: m.get(|s| &s.seed).0.unwrap_or(0),
             mqtt,
+            http,
+            http_token,
         })
     }
+}
+
+/// The live view's address and token: off the loopback only with a token or the MQTT login.
+fn resolve_http(
+    m: &Merge,
+    mqtt: &MqttConfig,
+) -> Result<(Option<std::net::SocketAddr>, Option<String>), ConfigError> {
+    let (token, tsrc) = m.get(|s| &s.http_token);
+    if token
+        .as_ref()
+        .is_some_and(|t| t.chars().count() < 16 || t.chars().any(char::is_whitespace))
+    {
+        return Err(tsrc.bad(
+            "http_token",
+            "***",
+            "must be at least 16 characters without whitespace",
+        ));
+    }
+    let (addr, src) = m.get(|s| &s.http);
+    let Some(addr) = addr else {
+        return Ok((None, token));
+    };
+    let parsed = if let Some(port) = addr.strip_prefix("localhost:") {
+        format!("127.0.0.1:{port}").parse()
+    } else {
+        addr.parse::<std::net::SocketAddr>()
+    };
+    let sa = parsed.map_err(|_| src.bad("http", &addr, "expected IP:PORT, e.g. 127.0.0.1:8080"))?;
+    let login = mqtt.username.is_some() && mqtt.password.is_some();
+    if !sa.ip().is_loopback() && token.is_none() && !login {
+        return Err(src.bad(
+            "http",
+            &addr,
+            "is reachable from other hosts: set `http_token` (or the MQTT `username` and \
+             `password`, then asked as HTTP Basic) or use a loopback address",
+        ));
+    }
+    Ok((Some(sa), token))
 }
 
 fn resolve_source(m: &Merge) -> Result<SourceSpec, ConfigError> {

@@ -12,11 +12,13 @@
 mod records;
 mod scorer;
 mod telemetry;
+mod view;
 
 pub use records::{Lease, Record, Results, RESULT_QUEUE};
 pub(crate) use scorer::map_scale;
 pub use scorer::{Pipeline, PipelineOptions, WARMUP_RUNS};
 pub use telemetry::{Hists, Stage, Telemetry, STAGES};
+pub use view::{View, ViewTap, HISTORY};
 
 use vigil_shared::preprocess::PreprocessError;
 

@@ -12,6 +12,7 @@ use vigil_shared::preprocess::Preprocessor;
 
 use super::records::{result_channel, ResultPort, Results, RESULT_QUEUE};
 use super::telemetry::{Stage, Telemetry};
+use super::view::{Scored, ViewTap};
 use super::PipelineError;
 use crate::backend::Backend;
 use crate::capture::{convert, Frame, Mailbox, Take};
@@ -51,6 +52,7 @@ pub struct Pipeline {
     frame: Frame,
     port: ResultPort,
     telemetry: Arc<Telemetry>,
+    view: Arc<ViewTap>,
     scored: u64,
     /// Ready backends from the reload thread, and the way back for the replaced ones.
     swaps: Option<SwapPorts>,
@@ -118,6 +120,7 @@ impl Pipeline {
             frame: Frame::with_capacity(sw * sh * sc),
             port,
             telemetry,
+            view: Arc::new(ViewTap::new(opts.roi)),
             scored: 0,
             swaps: None,
             model_gen: 0,
@@ -135,6 +138,11 @@ impl Pipeline {
         }
         p.warmup = t0.elapsed();
         Ok((p, results))
+    }
+
+    /// Where viewers (the live page, snapshots) get copies of scored frames.
+    pub fn view(&self) -> Arc<ViewTap> {
+        self.view.clone()
     }
 
     pub fn budget(&self) -> Duration {
@@ -248,6 +256,20 @@ impl Pipeline {
             // The publisher is behind (or gone): dropped and counted, never waited for.
             self.telemetry.queue_full.fetch_add(1, Ordering::Relaxed);
         }
+        self.view.offer(
+            frame,
+            &Scored {
+                frame_id,
+                roi: self.roi,
+                map: &self.map,
+                map_w: self.spec.width,
+                map_h: self.spec.height,
+                map_hi: self.map_hi,
+                score,
+                normalized_score: self.norm.normalise(score),
+                anomalous,
+            },
+        );
         let end = Instant::now();
         let total = end.saturating_duration_since(frame.acquired);
         if total > self.budget {

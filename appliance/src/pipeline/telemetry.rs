@@ -128,8 +128,12 @@ impl Telemetry {
         w.1 += 1;
     }
 
-    /// The `…/stats` pipeline figures: counters since start, fps and percentiles over the
-    /// window since the previous call (which this call starts anew).
+    /// Reads the since-start histograms in place (no copy: the loop waits on this lock, so
+    /// keep `f` short).
+    pub fn with_totals<T>(&self, f: impl FnOnce(&Hists) -> T) -> T {
+        f(&self.total.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Stamped by the scoring loop on every iteration, frame or not (the systemd watchdog
     /// and health checks read it).
     pub fn beat(&self) {
@@ -143,6 +147,8 @@ impl Telemetry {
         self.started.elapsed().saturating_sub(at)
     }
 
+    /// The `…/stats` pipeline figures: counters since start, fps and percentiles over the
+    /// window since the previous call (which this call starts anew).
     pub fn take_window(&self) -> PipelineStats {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let secs = w.2.elapsed().as_secs_f64();

@@ -35,6 +35,8 @@ pub(super) struct Task {
     pub(super) telemetry: Option<Arc<Telemetry>>,
     pub(super) rx: mpsc::Receiver<Inbound>,
     pub(super) stop_rx: oneshot::Receiver<()>,
+    /// Refreshed every second for readers outside the loop (`/metrics`).
+    pub(super) live: Arc<std::sync::Mutex<PublisherStats>>,
 }
 
 /// The loop's inputs besides MQTT.
@@ -51,6 +53,7 @@ struct Timers {
     /// When shutdown was asked for.
     stopping: Option<Instant>,
     rx_open: bool,
+    live: Arc<std::sync::Mutex<PublisherStats>>,
 }
 
 pub(super) async fn run(task: Task) -> PublisherStats {
@@ -64,6 +67,7 @@ pub(super) async fn run(task: Task) -> PublisherStats {
         telemetry,
         rx,
         stop_rx,
+        live,
     } = task;
     let (client, mut el): (AsyncClient, EventLoop) = AsyncClient::new(options, 256);
     let mut st = State::new(cfg, topics, broker, client, spool, queue_full, telemetry);
@@ -76,6 +80,7 @@ pub(super) async fn run(task: Task) -> PublisherStats {
         next_sync_data: Instant::now() + SYNC_DATA_EVERY,
         stopping: None,
         rx_open: true,
+        live,
     };
     let mut next_connect = tokio::time::Instant::now();
     loop {
@@ -184,6 +189,7 @@ fn housekeeping(st: &mut State, t: &mut Timers, rx: &mut mpsc::Receiver<Inbound>
         }
         t.next_sync = now + SYNC_EVERY;
         t.next_sync_data = now + SYNC_DATA_EVERY;
+        *t.live.lock().unwrap_or_else(|p| p.into_inner()) = st.stats();
     } else if now >= t.next_sync_data {
         if let Err(e) = st.spool.sync_data() {
             st.publish_errors += 1;

@@ -36,6 +36,7 @@ pub struct PublisherHandle {
     tx: mpsc::Sender<Inbound>,
     /// Records refused because the queue was full (in `…/stats` as `queue_full`).
     queue_full: Arc<AtomicU64>,
+    live: Arc<std::sync::Mutex<PublisherStats>>,
 }
 
 impl PublisherHandle {
@@ -48,6 +49,11 @@ impl PublisherHandle {
                 self.queue_full.fetch_add(1, Ordering::Relaxed);
                 QueueFull
             })
+    }
+
+    /// The publisher's counters and spool figures, at most a second old.
+    pub fn stats(&self) -> PublisherStats {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Publishes the outcome of a reload on `…/command/result` (from the reload thread).
@@ -105,6 +111,7 @@ impl Publisher {
         let handle = PublisherHandle {
             tx,
             queue_full: Arc::new(AtomicU64::new(0)),
+            live: Arc::default(),
         };
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = Task {
@@ -117,6 +124,7 @@ impl Publisher {
             telemetry,
             rx,
             stop_rx,
+            live: handle.live.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("publisher".into())

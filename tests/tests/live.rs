@@ -1,0 +1,302 @@
+//! vigild's live view (`--http`), from outside: a running vigild scores synthetic frames at
+//! 30 fps with a region of interest, and the test reads every route as a dashboard, a
+//! Prometheus server and a browser would:
+//! - `/healthz` 200 while frames are scored; `/api/state` with the ROI, model and verdict;
+//! - `/overlay.jpg` a JPEG of the frame with the ROI outlined, new images at ≥ 5 per second;
+//! - `/stream.mjpg` a multipart stream of JPEGs; `/metrics` accepted by `promtool`;
+//! - headless Chromium loads the page, which shows a verdict and the image (screenshot under
+//!   target/live-view.png);
+//! - off the loopback, vigild refuses to start without a token, and with one asks for it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vigil_host::demo::{train_line_model, ModelRecipe};
+use vigil_shared::synth::SurfaceKind;
+use vigil_tests::workspace_bin;
+
+/// The synthetic source's frames are 128².
+const ROI: [usize; 4] = [16, 16, 96, 96];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A GET over a plain socket: (status, headers, body).
+fn get(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head, raw[split + 4..].to_vec())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        })
+        .map(|(_, v)| v.trim())
+}
+
+fn model(dir: &Path) -> PathBuf {
+    let model = dir.join("model");
+    let recipe = ModelRecipe {
+        kind: SurfaceKind::BrushedMetal,
+        size: 32,
+        epochs: 1,
+        seed: 1,
+    };
+    train_line_model(&model, &recipe, false).unwrap();
+    model
+}
+
+struct Vigild(Child);
+
+impl Drop for Vigild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn vigild(model: &Path, http: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(workspace_bin("vigild"));
+    let roi = ROI.map(|v| v.to_string()).join(",");
+    c.arg("--model")
+        .arg(model)
+        .args(["--source", "synthetic", "--fps", "30", "--roi", &roi])
+        .args(["--http", http])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    c
+}
+
+fn wait_healthy(port: u16) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/healthz").0 == 200 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("/healthz never said 200");
+}
+
+/// The outline pixel at (x, y) of a decoded overlay is green or red.
+fn outline_colour(img: &image::RgbImage, x: u32, y: u32) -> &'static str {
+    let p = img.get_pixel(x, y).0.map(i32::from);
+    let near = |c: [i32; 3]| (0..3).all(|k| (p[k] - c[k]).abs() < 50);
+    if near([40, 200, 80]) {
+        "green"
+    } else if near([230, 40, 30]) {
+        "red"
+    } else {
+        panic!("({x}, {y}) = {p:?} is not the ROI outline")
+    }
+}
+
+fn check_routes(port: u16) {
+    let (code, _, body) = get(port, "/api/state");
+    assert_eq!(code, 200);
+    let s: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(s["roi"], serde_json::json!(ROI), "{s}");
+    assert_eq!(s["model"]["detector"], "ganomaly");
+    assert!(s["frames"].as_u64().unwrap() > 0);
+    assert!(s["last"]["anomalous"].is_boolean(), "{s}");
+
+    let (code, head, jpeg) = get(port, "/overlay.jpg");
+    assert_eq!(
+        (code, header(&head, "content-type")),
+        (200, Some("image/jpeg"))
+    );
+    let img = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg)
+        .expect("a JPEG")
+        .to_rgb8();
+    assert_eq!(
+        img.dimensions(),
+        (128, 128),
+        "the whole frame, not just the ROI"
+    );
+    let verdict = outline_colour(&img, ROI[0] as u32, 60);
+    assert_eq!(
+        verdict == "red",
+        header(&head, "x-anomalous") == Some("true"),
+        "outline colour and verdict disagree"
+    );
+
+    // The page's way of updating: ask for a newer image than the last, as fast as they come.
+    let (start, mut seq, mut images) = (Instant::now(), 0u64, 0);
+    while start.elapsed() < Duration::from_secs(3) {
+        let (code, head, _) = get(port, &format!("/overlay.jpg?after={seq}"));
+        if code == 200 {
+            let next: u64 = header(&head, "x-frame-seq").unwrap().parse().unwrap();
+            assert!(next > seq, "an image no newer than the last");
+            (seq, images) = (next, images + 1);
+        }
+    }
+    let rate = images as f64 / start.elapsed().as_secs_f64();
+    eprintln!("live view: {rate:.1} new images per second while vigild scores 30 fps");
+    assert!(rate >= 5.0, "{rate:.1} images per second");
+
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /stream.mjpg HTTP/1.1\r\n\r\n").unwrap();
+    let (mut buf, mut chunk, t) = (Vec::new(), [0u8; 65536], Instant::now());
+    while t.elapsed() < Duration::from_secs(2) {
+        let n = s.read(&mut chunk).unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.contains("multipart/x-mixed-replace; boundary=frame"));
+    let parts = text.matches("--frame\r\nContent-Type: image/jpeg").count();
+    assert!(parts >= 10, "{parts} MJPEG parts in 2 s");
+}
+
+fn check_metrics(port: u16, dir: &Path) {
+    let (code, head, body) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert!(header(&head, "content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = String::from_utf8(body).unwrap();
+    for name in [
+        "vigild_frames_total ",
+        "vigild_deadline_misses_total ",
+        "vigild_inference_seconds_bucket{le=\"+Inf\"} ",
+        "vigild_inference_seconds_count ",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}");
+    }
+    let file = dir.join("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool is missing: install Debian's `prometheus` package (.ci/run does)");
+    assert!(
+        promtool.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&promtool.stdout),
+        String::from_utf8_lossy(&promtool.stderr)
+    );
+}
+
+/// Headless Chromium on the page: the verdict and an image are on screen.
+fn check_browser(port: u16, dir: &Path) {
+    let shot = workspace_bin("vigild")
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("live-view.png");
+    let chromium = |extra: &[String]| {
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+            ])
+            .args(["--hide-scrollbars", "--window-size=1100,700"])
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.join("chromium").display()
+            ))
+            // Virtual time: the page's scripts run 4 s of their loops, then the DOM is taken.
+            .arg("--virtual-time-budget=4000")
+            .args(extra)
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output()
+            .expect("chromium is missing: install Debian's `chromium` package (.ci/run does)")
+    };
+    let dom = chromium(&["--dump-dom".into()]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let verdict = dom
+        .split("id=\"verdict\"")
+        .nth(1)
+        .and_then(|s| s.split('>').nth(1))
+        .and_then(|s| s.split('<').next())
+        .unwrap_or_default();
+    assert!(
+        verdict == "OK" || verdict == "ANOMALY",
+        "the page shows no verdict ({verdict:?}):\n{dom}"
+    );
+    assert!(
+        dom.contains("data-loaded=\"1\""),
+        "the image never loaded:\n{dom}"
+    );
+    let o = chromium(&[format!("--screenshot={}", shot.display())]);
+    assert!(shot.is_file(), "{}", String::from_utf8_lossy(&o.stderr));
+    let png = image::open(&shot).unwrap();
+    assert_eq!((png.width(), png.height()), (1100, 700));
+    eprintln!(
+        "live view: the page says {verdict}; screenshot {}",
+        shot.display()
+    );
+}
+
+#[test]
+fn live_view_serves_the_page_overlays_stream_metrics_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let port = free_port();
+    let _v = Vigild(
+        vigild(&model, &format!("127.0.0.1:{port}"), &[])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_healthy(port);
+    let (_, _, body) = get(port, "/healthz");
+    assert!(String::from_utf8_lossy(&body).starts_with("ok: "));
+    check_routes(port);
+    check_metrics(port, dir.path());
+    check_browser(port, dir.path());
+    assert_eq!(get(port, "/nope").0, 404);
+}
+
+#[test]
+fn live_view_off_the_loopback_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let port = free_port();
+    let open = vigild(&model, &format!("0.0.0.0:{port}"), &["--frames", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&open.stderr);
+    assert!(!open.status.success(), "started exposed without a token");
+    assert!(err.contains("http") && err.contains("http_token"), "{err}");
+
+    let token = "live-token-0123456789";
+    let _v = Vigild(
+        vigild(&model, &format!("0.0.0.0:{port}"), &[])
+            .env("VIGILD_HTTP_TOKEN", token)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_healthy(port);
+    let (code, head, _) = get(port, "/api/state");
+    assert_eq!(code, 401);
+    assert!(header(&head, "www-authenticate").is_some());
+    assert_eq!(get(port, "/metrics").0, 401);
+    assert_eq!(get(port, &format!("/api/state?token={token}")).0, 200);
+    assert_eq!(get(port, &format!("/?token={token}")).0, 200);
+}
