@@ -18,7 +18,7 @@ use vigil_appliance::backend::tract::{TractBackend, TractOptions};
 use vigil_appliance::backend::Backend;
 use vigil_appliance::capture;
 use vigil_appliance::config::{self, BackendKind, Config, Settings, SourceSpec};
-use vigil_appliance::live::{Access, Live, ModelInfo, Sources};
+use vigil_appliance::live::{Access, Live, ModelInfo, Snapshots, Sources};
 use vigil_appliance::pipeline::{Pipeline, PipelineOptions, Results, Telemetry, STAGES};
 use vigil_appliance::publish::{self, Commands, PublishConfig, Publisher};
 use vigil_appliance::reload::{model_ref, ModelTable, Reloader, ReloaderOptions};
@@ -229,6 +229,17 @@ fn serve(cfg: &Config) -> Result<()> {
     let mut reloader = spawn_reloader(cfg, &manifest, &mut pipeline, &models, &telemetry)?;
     let sink = start_sink(cfg, &manifest, results, &models, &telemetry, &mut reloader)?;
     let live = start_live(cfg, &manifest, &pipeline, &telemetry, &sink)?;
+    let snapshots = match &sink {
+        Sink::Mqtt(p) => Snapshots::start(
+            cfg.mqtt.snapshots,
+            cfg.mqtt.snapshot_interval,
+            cfg.mqtt.snapshot_quality,
+            pipeline.view(),
+            p.handle(),
+        )
+        .context("cannot start the snapshot thread")?,
+        Sink::Stdout(_) => None,
+    };
 
     // The camera starts last, once the model is warm and the sink is up: a frame captured
     // during start-up would wait for it and count as a deadline miss.
@@ -239,6 +250,7 @@ fn serve(cfg: &Config) -> Result<()> {
     let scored = pipeline.run(&cap.mailbox, &STOP, cfg.frames);
     drop(service); // STOPPING=1
     drop(live);
+    drop(snapshots);
     drop(reloader);
     let capture_result = cap.stop();
     drop(pipeline); // closes the result channel: the sink drains and ends

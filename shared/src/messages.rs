@@ -95,6 +95,11 @@ impl Topics {
     pub fn mask(&self) -> String {
         format!("{}/{}/mask", self.prefix, self.camera)
     }
+    /// `<prefix>/<camera>/snapshot`: JPEG of a frame with its heatmap and ROI, QoS 1,
+    /// retained (the newest), as Frigate publishes them.
+    pub fn snapshot(&self) -> String {
+        format!("{}/{}/snapshot", self.prefix, self.camera)
+    }
     /// `<prefix>/<camera>/state`: the last [`FrameResult`], QoS 1, retained.
     pub fn state(&self) -> String {
         format!("{}/{}/state", self.prefix, self.camera)
@@ -519,6 +524,57 @@ pub fn ha_discovery(
     ]
 }
 
+/// Discovery config of a Home Assistant MQTT `image` entity (the snapshot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HaImageConfig {
+    pub name: String,
+    pub unique_id: String,
+    pub default_entity_id: String,
+    pub object_id: String,
+    pub image_topic: String,
+    pub content_type: String,
+    pub availability: Vec<HaAvailability>,
+    pub availability_mode: String,
+    pub device: HaDevice,
+    pub origin: HaOrigin,
+}
+
+/// The snapshot's `image` entity: (topic, config), on the device of [`ha_discovery`].
+pub fn ha_snapshot_discovery(
+    discovery_prefix: &str,
+    device_id: &str,
+    topics: &Topics,
+    version: &str,
+    model_id: &str,
+) -> (String, HaImageConfig) {
+    let common = EntityCommon::new(device_id, topics, version, model_id);
+    let node = &common.node;
+    let object = format!("{}_snapshot", ha_id(topics.camera()));
+    let e = common.entity(
+        "image",
+        format!("{} snapshot", topics.camera()),
+        object.clone(),
+        String::new(),
+        "",
+    );
+    let config = HaImageConfig {
+        name: e.name,
+        unique_id: e.unique_id,
+        default_entity_id: e.default_entity_id,
+        object_id: e.object_id,
+        image_topic: topics.snapshot(),
+        content_type: "image/jpeg".into(),
+        availability: e.availability,
+        availability_mode: e.availability_mode,
+        device: e.device,
+        origin: e.origin,
+    };
+    (
+        format!("{discovery_prefix}/image/{node}/{object}/config"),
+        config,
+    )
+}
+
 /// What every entity of one vigild shares: its node id, availability, device and origin.
 struct EntityCommon {
     node: String,
@@ -826,6 +882,15 @@ mod tests {
             assert!(v.get("payload_on").is_none() || x.topic.contains("binary_sensor"));
         }
         assert_eq!(d[1].config.device_class.as_deref(), Some("problem"));
+        let (topic, image) = ha_snapshot_discovery(HA_DISCOVERY_PREFIX, "line 3", &t, "0.1.0", "m");
+        assert_eq!(
+            topic,
+            "homeassistant/image/vigil_line_3/cam0_snapshot/config"
+        );
+        assert_eq!(image.image_topic, "vigil/line 3/cam0/snapshot");
+        assert_eq!(image.default_entity_id, "image.vigil_line_3_cam0_snapshot");
+        assert_eq!(image.content_type, "image/jpeg");
+        assert_eq!(image.device, d[0].config.device);
         // unique ids are distinct, or HA would merge the entities.
         assert_ne!(d[0].config.unique_id, d[1].config.unique_id);
     }

@@ -44,6 +44,9 @@ struct Effective<'a> {
     http: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http_token: Option<&'static str>,
+    snapshots: MaskPolicy,
+    snapshot_interval_s: f64,
+    snapshot_quality: u8,
     ha_discovery: bool,
     ha_discovery_prefix: &'a str,
     ha_expire_after_s: u64,
@@ -88,6 +91,9 @@ impl Config {
             stats_interval_s: m.stats_interval.as_secs_f64(),
             http: self.http.map(|a| a.to_string()),
             http_token: self.http_token.as_ref().map(|_| "********"),
+            snapshots: m.snapshots,
+            snapshot_interval_s: m.snapshot_interval.as_secs_f64(),
+            snapshot_quality: m.snapshot_quality,
             ha_discovery: m.ha_discovery_prefix.is_some(),
             ha_discovery_prefix: m
                 .ha_discovery_prefix

@@ -161,6 +161,16 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub http_token: Option<String>,
+    /// Which frames publish a JPEG snapshot (frame, heatmap, ROI) on `…/<camera>/snapshot`,
+    /// retained: anomalous, all, none. Default: anomalous.
+    #[arg(long, value_name = "WHICH")]
+    pub snapshots: Option<String>,
+    /// Seconds between two snapshots at least. Default: 1.
+    #[arg(long, value_name = "S")]
+    pub snapshot_interval_s: Option<f64>,
+    /// JPEG quality of the snapshots, 1–100. Default: 75.
+    #[arg(long, value_name = "Q")]
+    pub snapshot_quality: Option<u8>,
     /// Publish Home Assistant MQTT discovery configs at every connect (docs/mqtt.md).
     /// Default: true.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]

@@ -20,6 +20,8 @@ pub const DEFAULT_SPOOL_MB: u64 = 64;
 /// Home Assistant marks the score and anomaly entities unavailable after this long without a
 /// result: long enough for a paced camera, short enough to see a stalled one.
 pub const DEFAULT_HA_EXPIRE_AFTER_S: u64 = 60;
+/// ~10–20 KB for a 640×480 overlay: enough to see a scratch, small enough for a busy broker.
+pub const DEFAULT_SNAPSHOT_QUALITY: u8 = 75;
 pub const DEFAULT_STATS_INTERVAL_S: f64 = 10.0;
 
 /// Everything about vigild's MQTT side that the configuration decides, validated.
@@ -44,6 +46,11 @@ pub struct MqttConfig {
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
     pub stats_interval: Duration,
+    /// Which frames publish a snapshot (the same choices as masks), how often at most, and
+    /// their JPEG quality.
+    pub snapshots: MaskPolicy,
+    pub snapshot_interval: Duration,
+    pub snapshot_quality: u8,
     /// Home Assistant discovery prefix; None: no discovery.
     pub ha_discovery_prefix: Option<String>,
     /// Home Assistant `expire_after` of the score and anomaly entities, seconds; None: never.
@@ -73,6 +80,9 @@ impl MqttConfig {
             spool_dir,
             spool_max_bytes: DEFAULT_SPOOL_MB << 20,
             stats_interval: Duration::from_secs_f64(DEFAULT_STATS_INTERVAL_S),
+            snapshots: MaskPolicy::None,
+            snapshot_interval: Duration::from_secs(1),
+            snapshot_quality: DEFAULT_SNAPSHOT_QUALITY,
             ha_discovery_prefix: Some(HA_DISCOVERY_PREFIX.into()),
             ha_expire_after_s: Some(DEFAULT_HA_EXPIRE_AFTER_S),
         })

@@ -10,7 +10,7 @@ use vigil_shared::messages::{DEFAULT_TOPIC_ROOT, HA_DISCOVERY_PREFIX};
 
 use super::mqtt::{
     MqttConfig, DEFAULT_CAMERA, DEFAULT_DEVICE_ID, DEFAULT_HA_EXPIRE_AFTER_S, DEFAULT_MASKS,
-    DEFAULT_SPOOL_DIR, DEFAULT_SPOOL_MB, DEFAULT_STATS_INTERVAL_S,
+    DEFAULT_SNAPSHOT_QUALITY, DEFAULT_SPOOL_DIR, DEFAULT_SPOOL_MB, DEFAULT_STATS_INTERVAL_S,
 };
 use super::types::parse_size;
 use super::{
@@ -224,14 +224,7 @@ fn resolve_backend(m: &Merge) -> Result<(BackendKind, Precision, usize), ConfigE
 fn resolve_mqtt(m: &Merge) -> Result<MqttConfig, ConfigError> {
     let (broker, embedded_broker) = resolve_broker(m)?;
     let (device_id, camera, topic_prefix) = resolve_topics(m)?;
-    let (masks, src) = m.get(|s| &s.masks);
-    let masks = match masks.as_deref() {
-        None => DEFAULT_MASKS,
-        Some("all") => MaskPolicy::All,
-        Some("anomalous") => MaskPolicy::Anomalous,
-        Some("none") => MaskPolicy::None,
-        Some(other) => return Err(src.bad("masks", other, "expected all, anomalous or none")),
-    };
+    let masks = frame_policy(m, |s| &s.masks, "masks", DEFAULT_MASKS)?;
     let mut c = MqttConfig {
         broker,
         embedded_broker,
@@ -247,6 +240,9 @@ fn resolve_mqtt(m: &Merge) -> Result<MqttConfig, ConfigError> {
         spool_dir: PathBuf::new(),
         spool_max_bytes: 0,
         stats_interval: Duration::ZERO,
+        snapshots: MaskPolicy::None,
+        snapshot_interval: Duration::ZERO,
+        snapshot_quality: 0,
         ha_discovery_prefix: None,
         ha_expire_after_s: None,
     };
@@ -254,7 +250,47 @@ fn resolve_mqtt(m: &Merge) -> Result<MqttConfig, ConfigError> {
     check_exposure(m, &mut c)?;
     resolve_spool(m, &mut c)?;
     resolve_discovery(m, &mut c)?;
+    resolve_snapshots(m, &mut c)?;
     Ok(c)
+}
+
+/// `all`, `anomalous` or `none` (masks, snapshots).
+fn frame_policy(
+    m: &Merge,
+    get: impl Fn(&Settings) -> &Option<String>,
+    field: &'static str,
+    default: MaskPolicy,
+) -> Result<MaskPolicy, ConfigError> {
+    let (v, src) = m.get(get);
+    match v.as_deref() {
+        None => Ok(default),
+        Some("all") => Ok(MaskPolicy::All),
+        Some("anomalous") => Ok(MaskPolicy::Anomalous),
+        Some("none") => Ok(MaskPolicy::None),
+        Some(other) => Err(src.bad(field, other, "expected all, anomalous or none")),
+    }
+}
+
+/// Snapshots: which frames, how often, JPEG quality.
+fn resolve_snapshots(m: &Merge, c: &mut MqttConfig) -> Result<(), ConfigError> {
+    c.snapshots = frame_policy(m, |s| &s.snapshots, "snapshots", MaskPolicy::Anomalous)?;
+    let (every, src) = m.get(|s| &s.snapshot_interval_s);
+    let every = every.unwrap_or(1.0);
+    if !(every.is_finite() && (0.05..=86_400.0).contains(&every)) {
+        return Err(src.bad(
+            "snapshot_interval_s",
+            every,
+            "must be between 0.05 and 86400",
+        ));
+    }
+    c.snapshot_interval = Duration::from_secs_f64(every);
+    let (q, src) = m.get(|s| &s.snapshot_quality);
+    let q = q.unwrap_or(DEFAULT_SNAPSHOT_QUALITY);
+    if !(1..=100).contains(&q) {
+        return Err(src.bad("snapshot_quality", q, "must be between 1 and 100"));
+    }
+    c.snapshot_quality = q;
+    Ok(())
 }
 
 /// Home Assistant discovery: on/off, prefix, `expire_after`.

@@ -14,6 +14,7 @@
 
 mod metrics;
 pub mod render;
+mod snapshot;
 mod state;
 
 use std::io::{self, BufRead, BufReader, Write};
@@ -24,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use metrics::ModelInfo;
+pub use snapshot::Snapshots;
 
 use crate::pipeline::{Telemetry, ViewTap};
 use crate::publish::PublisherHandle;

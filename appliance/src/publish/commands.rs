@@ -1,5 +1,6 @@
 //! `…/command/reload`: authenticated reload requests from MQTT, forwarded to the reload
-//! thread, and their outcomes on `…/command/result`.
+//! thread, and their outcomes on `…/command/result`; and the other message that is no
+//! result, the snapshot.
 
 use std::time::{Instant, SystemTime};
 
@@ -18,6 +19,15 @@ impl State {
         if let Ok(p) = serde_json::to_vec(r) {
             self.submit(&topic, p, QoS::AtLeastOnce, false, Origin::Ephemeral);
         }
+    }
+
+    /// The newest snapshot, retained; skipped while disconnected (the next one follows).
+    pub(super) fn publish_snapshot(&mut self, jpeg: Vec<u8>) {
+        if !self.connected || self.disconnect_sent {
+            return;
+        }
+        let topic = self.topics.snapshot();
+        self.submit(&topic, jpeg, QoS::AtLeastOnce, true, Origin::Ephemeral);
     }
 
     /// An incoming message: only `…/command/reload` is subscribed. Parsing and the checks are

@@ -350,6 +350,17 @@ impl State {
                 let payload = serde_json::to_vec(&d.config).unwrap_or_default();
                 self.submit(&d.topic, payload, QoS::AtLeastOnce, true, Origin::Ephemeral);
             }
+            if self.cfg.mqtt.snapshots != crate::config::MaskPolicy::None {
+                let (topic, config) = messages::ha_snapshot_discovery(
+                    &prefix,
+                    &self.cfg.mqtt.device_id,
+                    &self.topics,
+                    &self.cfg.version,
+                    &self.cfg.model.id,
+                );
+                let payload = serde_json::to_vec(&config).unwrap_or_default();
+                self.submit(&topic, payload, QoS::AtLeastOnce, true, Origin::Ephemeral);
+            }
         }
         // The retained state may be older than what was scored while away.
         self.latest_sent = false;

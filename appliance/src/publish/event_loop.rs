@@ -164,6 +164,7 @@ impl Timers {
         match m {
             Some(Inbound::Frame(r)) => st.on_frame(r),
             Some(Inbound::Command(r)) => st.publish_command_result(&r),
+            Some(Inbound::Snapshot(jpeg)) => st.publish_snapshot(jpeg),
             None => {
                 // Every handle is gone: nothing more can come, so stop.
                 self.rx_open = false;

@@ -23,6 +23,8 @@ pub(super) enum Inbound {
     Frame(Lease),
     /// The outcome of a reload, for `…/command/result`.
     Command(CommandResult),
+    /// A JPEG for `…/<camera>/snapshot`.
+    Snapshot(Vec<u8>),
 }
 
 /// [`PublisherHandle::try_publish`] found the queue full; the record was dropped and counted.
@@ -54,6 +56,12 @@ impl PublisherHandle {
     /// The publisher's counters and spool figures, at most a second old.
     pub fn stats(&self) -> PublisherStats {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Publishes a snapshot JPEG (retained) if the broker is connected; a snapshot is a view,
+    /// not a result: never spooled, and dropped (false) when the queue is full.
+    pub fn publish_snapshot(&self, jpeg: Vec<u8>) -> bool {
+        self.tx.try_send(Inbound::Snapshot(jpeg)).is_ok()
     }
 
     /// Publishes the outcome of a reload on `…/command/result` (from the reload thread).
