@@ -7,5 +7,6 @@ pub mod demo;
 pub mod eval;
 pub mod export;
 pub mod patch;
+pub mod predict;
 pub mod report;
 pub mod train;

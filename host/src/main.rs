@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 use vigil_host::data::{self, DataSpec, LoadOptions};
-use vigil_host::{bundle, demo, eval, export, patch, train};
+use vigil_host::{bundle, demo, eval, export, patch, predict, train};
 use vigil_models::DetectorKind;
 use vigil_shared::synth::SurfaceKind;
 
@@ -39,12 +39,36 @@ enum Command {
     /// its embedded MQTT broker, and show its verdicts live as a dashboard subscribed to them
     /// sees them; then score them against the known defects.
     Demo(DemoArgs),
+    /// Score image files or folders of any size as vigild would (the bundle's exported graph
+    /// and preprocessing) and write predictions.csv, predictions.jsonl and an overlay PNG per
+    /// image (input | heatmap | overlay). Exit status: 0 when every image is good, 3 when at
+    /// least one is anomalous, 1 on an error.
+    Predict(PredictArgs),
     /// Print a shell completion script: `vigil completions bash > /etc/bash_completion.d/vigil`
     /// (or zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Model bundle directory, exported (`vigil export`).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Image files (png, jpg, jpeg, bmp) and folders of them (not recursive).
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// Where predictions.csv, predictions.jsonl and the overlays go.
+    #[arg(long, value_name = "DIR", default_value = "runs/predict")]
+    out: PathBuf,
+    /// Exported graph to run, as vigild's --precision: f32 (model.onnx) or int8 (model.int8.onnx).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "int8"])]
+    precision: String,
+    /// Skip the overlay PNGs (scores only).
+    #[arg(long)]
+    no_overlays: bool,
 }
 
 #[derive(Args)]
@@ -275,13 +299,65 @@ fn default_channels(spec: &DataSpec) -> usize {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Predict(a) = cli.command {
+        return run_predict(a);
+    }
+    run_other(cli.command).map(|()| ExitCode::SUCCESS)
+}
+
+/// Exit status 3 when an image is anomalous.
+fn run_predict(a: PredictArgs) -> Result<ExitCode> {
+    let opts = predict::PredictOptions {
+        model: a.model,
+        inputs: a.inputs,
+        out: a.out,
+        graph: if a.precision == "int8" {
+            "model.int8.onnx".into()
+        } else {
+            "model.onnx".into()
+        },
+        overlays: !a.no_overlays,
+    };
+    let n = predict::list_inputs(&opts.inputs)?.len();
+    // On a terminal only: piped output stays clean for scripts.
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(n as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "scoring [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let preds = predict::predict(&opts, || bar.inc(1))?;
+    bar.finish_and_clear();
+    let bad = preds.iter().filter(|p| p.anomalous).count();
+    println!(
+        "{} images: {} good, {bad} anomalous; {}",
+        preds.len(),
+        preds.len() - bad,
+        opts.out.join("predictions.csv").display()
+    );
+    Ok(if bad > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_other(command: Command) -> Result<()> {
+    match command {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Export(a) => run_export(a),
         Command::Demo(a) => run_demo(a),
         Command::Synth(a) => run_synth(a),
+        Command::Predict(_) => unreachable!("handled by run"),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "vigil", &mut std::io::stdout());
@@ -436,7 +512,7 @@ fn run_synth(a: SynthArgs) -> Result<()> {
 fn main() -> ExitCode {
     vigil_models::cpu::tune();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line, outermost context first: what failed and on which file.
             eprintln!("error: {e:#}");

@@ -405,33 +405,65 @@ pub fn preview_tiles(
     Ok(out)
 }
 
+/// An exported graph of a bundle run by tract, with the bundle's geometry: whole images, or in
+/// patch mode each image cut into its `T` tiles, run as one batch, and the maps stitched, as
+/// vigild does.
+pub struct GraphScorer {
+    scorer: OnnxScorer,
+    tiling: Option<Tiling>,
+    tiles: Vec<f32>,
+}
+
+impl GraphScorer {
+    /// `file` (relative to `dir`) for batches of `batch` whole images (patch mode: one image's
+    /// tiles per run).
+    pub fn load(dir: &Path, file: &Path, m: &Manifest, batch: usize) -> Result<GraphScorer> {
+        let (c, h, w) = (m.input.channels, m.input.height, m.input.width);
+        let tiling = tiling(m)?;
+        let scorer = match &tiling {
+            None => OnnxScorer::load(&dir.join(file), [c, h, w], batch.max(1))?,
+            Some(t) => {
+                let n = t.spec().size;
+                OnnxScorer::load(&dir.join(file), [c, n, n], t.count())?
+            }
+        };
+        let tiles = tiling
+            .as_ref()
+            .map_or(Vec::new(), |t| vec![0f32; t.count() * t.tile_len()]);
+        Ok(GraphScorer {
+            scorer,
+            tiling,
+            tiles,
+        })
+    }
+
+    /// Scores and maps (`[n, H, W]` flattened) of `images` (`n` CHW images at input size).
+    pub fn score(&mut self, images: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let Some(t) = &self.tiling else {
+            return Ok(self.scorer.run(images)?);
+        };
+        let frames = images.len() / t.image_len();
+        let (mut scores, mut maps) = (Vec::with_capacity(frames), vec![0f32; frames * t.plane()]);
+        for (i, image) in images.chunks_exact(t.image_len()).enumerate() {
+            t.cut(image, &mut self.tiles)?;
+            let (ts, tm) = self.scorer.run(&self.tiles)?;
+            let stitched = &mut maps[i * t.plane()..(i + 1) * t.plane()];
+            t.stitch(&tm, 1, stitched)?;
+            scores.push(image_score(&ts));
+        }
+        Ok((scores, maps))
+    }
+}
+
 /// Scores and stitched maps (`[n, H, W]` flattened) of `images` (`n` CHW images at input size)
-/// from an exported graph of the bundle run by tract: the graph takes tiles, so each image is
-/// cut, run as one batch of its `T` tiles, and stitched, as vigild does.
+/// from an exported graph of the bundle ([`GraphScorer`], batches of 32).
 pub fn onnx_scores(
     dir: &Path,
     file: &Path,
     m: &Manifest,
     images: &[f32],
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let (c, h, w) = (m.input.channels, m.input.height, m.input.width);
-    let Some(t) = tiling(m)? else {
-        let scorer = OnnxScorer::load(&dir.join(file), [c, h, w], 32)?;
-        return Ok(scorer.run(images)?);
-    };
-    let n = t.spec().size;
-    let scorer = OnnxScorer::load(&dir.join(file), [c, n, n], t.count())?;
-    let frames = images.len() / t.image_len();
-    let (mut scores, mut maps) = (Vec::with_capacity(frames), vec![0f32; frames * t.plane()]);
-    let mut tiles = vec![0f32; t.count() * t.tile_len()];
-    for (i, image) in images.chunks_exact(t.image_len()).enumerate() {
-        t.cut(image, &mut tiles)?;
-        let (ts, tm) = scorer.run(&tiles)?;
-        let stitched = &mut maps[i * t.plane()..(i + 1) * t.plane()];
-        t.stitch(&tm, 1, stitched)?;
-        scores.push(image_score(&ts));
-    }
-    Ok((scores, maps))
+    GraphScorer::load(dir, file, m, 32)?.score(images)
 }
 
 /// Normal images as model inputs for int8 calibration: whole images, or in patch mode the tiles

@@ -253,6 +253,19 @@ impl Manifest {
     }
 
     /// The scoring graph the appliance runs and reports the sha256 of: the first `.onnx` listed.
+    /// The anomaly-map value shown as hottest (masks, heatmaps): `score.params.map_max` when
+    /// the exporter recorded one, else the largest per-pixel residual the input range allows
+    /// (|x − x̂| ≤ hi − lo). A fixed scale keeps maps comparable between images, unlike
+    /// per-image min–max scaling, which would make a clean part look as bad as a broken one.
+    pub fn map_scale(&self) -> f32 {
+        self.score
+            .params
+            .get("map_max")
+            .map(|&v| v as f32)
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .unwrap_or(self.input.range[1] - self.input.range[0])
+    }
+
     pub fn model_file(&self) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.name.ends_with(".onnx"))
     }

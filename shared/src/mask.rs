@@ -142,6 +142,47 @@ impl GaussianBlur {
     }
 }
 
+/// The heatmap colour of `t` in [0, 1] (RGB, 0–255): blue → cyan → green → yellow → red, the
+/// ramp of vigild's live view and snapshots and of `vigil predict`'s overlays.
+pub fn heat_colour(t: f32) -> [f32; 3] {
+    const STOPS: [[f32; 3]; 5] = [
+        [48.0, 18.0, 160.0],
+        [30.0, 160.0, 230.0],
+        [60.0, 220.0, 90.0],
+        [250.0, 210.0, 40.0],
+        [220.0, 30.0, 20.0],
+    ];
+    let x = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        1.0
+    } * 4.0;
+    let i = (x.floor() as usize).min(3);
+    let f = x - i as f32;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    [
+        a[0] + (b[0] - a[0]) * f,
+        a[1] + (b[1] - a[1]) * f,
+        a[2] + (b[2] - a[2]) * f,
+    ]
+}
+
+/// Bilinear sample of a `h × w` map at (u, v) in [0, 1]² (pixel centres at (i + 0.5) / n).
+pub fn sample_bilinear(map: &[f32], w: usize, h: usize, u: f32, v: f32) -> f32 {
+    if w == 0 || h == 0 || map.len() < w * h {
+        return 0.0;
+    }
+    let x = (u * w as f32 - 0.5).clamp(0.0, (w - 1) as f32);
+    let y = (v * h as f32 - 0.5).clamp(0.0, (h - 1) as f32);
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let m = |x: usize, y: usize| map[y * w + x];
+    let top = m(x0, y0) * (1.0 - fx) + m(x1, y0) * fx;
+    let bottom = m(x0, y1) * (1.0 - fx) + m(x1, y1) * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
 /// Linear map of `[lo, hi]` to `0..=255`, clamped and rounded (for PNG masks). When
 /// `hi <= lo` it is a step at `hi`. NaN becomes 255, like an anomalous pixel.
 ///

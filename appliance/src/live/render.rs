@@ -8,47 +8,12 @@
 use image::codecs::jpeg::JpegEncoder;
 use image::{ExtendedColorType, ImageError};
 
+use vigil_shared::mask::{heat_colour, sample_bilinear};
+
 use crate::pipeline::View;
 
 /// Rendered frames are at most this wide (larger frames are scaled down by an integer factor).
 pub const MAX_WIDTH: usize = 800;
-
-/// RGB of the "turbo"-like ramp at t in [0, 1]: blue → cyan → green → yellow → red.
-fn ramp(t: f32) -> [f32; 3] {
-    const STOPS: [[f32; 3]; 5] = [
-        [48.0, 18.0, 160.0],
-        [30.0, 160.0, 230.0],
-        [60.0, 220.0, 90.0],
-        [250.0, 210.0, 40.0],
-        [220.0, 30.0, 20.0],
-    ];
-    let x = t.clamp(0.0, 1.0) * 4.0;
-    let i = (x.floor() as usize).min(3);
-    let f = x - i as f32;
-    let (a, b) = (STOPS[i], STOPS[i + 1]);
-    [
-        a[0] + (b[0] - a[0]) * f,
-        a[1] + (b[1] - a[1]) * f,
-        a[2] + (b[2] - a[2]) * f,
-    ]
-}
-
-/// Bilinear sample of the map at (u, v) in [0, 1]².
-fn sample(v: &View, u: f32, w: f32) -> f32 {
-    let (mw, mh) = (v.map_w, v.map_h);
-    if mw == 0 || mh == 0 || v.map.len() < mw * mh {
-        return 0.0;
-    }
-    let x = (u * mw as f32 - 0.5).clamp(0.0, (mw - 1) as f32);
-    let y = (w * mh as f32 - 0.5).clamp(0.0, (mh - 1) as f32);
-    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(mw - 1), (y0 + 1).min(mh - 1));
-    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let m = |x: usize, y: usize| v.map[y * mw + x];
-    let top = m(x0, y0) * (1.0 - fx) + m(x1, y0) * fx;
-    let bottom = m(x0, y1) * (1.0 - fx) + m(x1, y1) * fx;
-    top * (1.0 - fy) + bottom * fy
-}
 
 /// The overlay as RGB pixels: (width, height, bytes).
 pub fn overlay_rgb(v: &View) -> (usize, usize, Vec<u8>) {
@@ -70,8 +35,9 @@ pub fn overlay_rgb(v: &View) -> (usize, usize, Vec<u8>) {
             };
             if (rx..rx + rw).contains(&sx) && (ry..ry + rh).contains(&sy) {
                 let u = (sx - rx) as f32 / rw as f32;
-                let t = (sample(v, u, (sy - ry) as f32 / rh as f32) / v.map_hi).clamp(0.0, 1.0);
-                let heat = ramp(t);
+                let m = sample_bilinear(&v.map, v.map_w, v.map_h, u, (sy - ry) as f32 / rh as f32);
+                let t = (m / v.map_hi).clamp(0.0, 1.0);
+                let heat = heat_colour(t);
                 let alpha = 0.15 + 0.6 * t;
                 for k in 0..3 {
                     rgb[k] = rgb[k] * (1.0 - alpha) + heat[k] * alpha;

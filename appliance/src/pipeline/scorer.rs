@@ -61,17 +61,11 @@ pub struct Pipeline {
     pub warmup: Duration,
 }
 
-/// Scale of the anomaly map for mask PNGs: the bundle's `score.params.map_max` when the
-/// exporter recorded one, else the largest per-pixel residual the input range allows
-/// (|x − x̂| ≤ hi − lo). A fixed scale keeps masks comparable between frames, unlike per-frame
-/// min–max scaling, which would make a clean part look as defective as a broken one.
+/// Scale of the anomaly map for mask PNGs ([`Manifest::map_scale`]).
+///
+/// [`Manifest::map_scale`]: vigil_shared::manifest::Manifest::map_scale
 pub(crate) fn map_scale(m: &vigil_shared::manifest::Manifest) -> f32 {
-    m.score
-        .params
-        .get("map_max")
-        .map(|&v| v as f32)
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .unwrap_or(m.input.range[1] - m.input.range[0])
+    m.map_scale()
 }
 
 impl Pipeline {

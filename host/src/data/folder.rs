@@ -15,7 +15,8 @@ use rayon::prelude::*;
 use super::pixels::{mask_from_u8, to_model_input};
 use super::{holdout_tenth, DataError, LoadOptions, Sample};
 
-const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
+/// Image file extensions read (any case).
+pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp"];
 
 const LAYOUT: &str =
     "expected an MVTec AD layout: PATH/train/good/*.png (normal training images), \
@@ -23,16 +24,16 @@ const LAYOUT: &str =
                       PATH/ground_truth/<type>/<name>_mask.png (pixel masks)";
 
 /// An 8-bit image as decoded: 1 (grey) or 3 (RGB) channels, interleaved.
-struct Decoded {
-    width: u32,
-    height: u32,
-    channels: usize,
-    pixels: Vec<u8>,
+pub struct Decoded {
+    pub width: u32,
+    pub height: u32,
+    pub channels: usize,
+    pub pixels: Vec<u8>,
 }
 
 impl Decoded {
     /// Through `vigil_shared::preprocess`, as vigild would score this picture.
-    fn to_model_input(
+    pub fn to_model_input(
         &self,
         path: &Path,
         size: usize,
@@ -53,7 +54,8 @@ impl Decoded {
     }
 }
 
-fn decode(path: &Path) -> Result<Decoded, DataError> {
+/// Decodes an image file as vigild's folder source does (grey stays grey, else RGB).
+pub fn decode(path: &Path) -> Result<Decoded, DataError> {
     let decode_err = |reason: String| DataError::Decode {
         path: path.to_path_buf(),
         reason,
