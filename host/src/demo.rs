@@ -334,26 +334,27 @@ fn find_vigild(explicit: Option<&Path>) -> Result<PathBuf> {
         .parent()
         .and_then(|d| d.file_name())
         .is_some_and(|n| n == "release");
-    step("building vigild (cargo build -p vigil-appliance), once; minutes on a small machine…");
-    let build = |extra: &[&str]| -> Result<std::process::ExitStatus> {
-        let mut cmd = Command::new(&cargo);
-        cmd.args(["build", "-p", "vigil-appliance", "--bin", "vigild"]);
-        cmd.args(extra);
-        if release {
-            cmd.arg("--release");
-        }
-        cmd.status().context("running cargo build for vigild")
-    };
-    let mut status = build(&[])?;
-    if !status.success() {
-        // Most often libclang is missing (V4L2 bindings are generated at build time): the demo
-        // replays a folder and needs no camera, so build vigild without camera support.
+    // The V4L2 bindings are generated at build time with libclang; without it the build fails
+    // after minutes with a bindgen panic. The demo replays a folder and needs no camera, so
+    // look first and build once, without camera support if need be.
+    let camera = libclang_found();
+    if camera {
+        step("building vigild (cargo build -p vigil-appliance), once; minutes on a small machine…");
+    } else {
         step(
-            "that build failed (camera support needs libclang-dev); \
-             building vigild without V4L2 camera support…",
+            "building vigild without V4L2 camera support: camera support needs libclang at build \
+             time (sudo apt-get install libclang-dev); the demo needs no camera…",
         );
-        status = build(&["--no-default-features"])?;
     }
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "-p", "vigil-appliance", "--bin", "vigild"]);
+    if !camera {
+        cmd.arg("--no-default-features");
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo build for vigild")?;
     if !status.success() || !path.is_file() {
         bail!(
             "building vigild failed ({status}); expected {}",
@@ -361,6 +362,38 @@ fn find_vigild(explicit: Option<&Path>) -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// Whether clang-sys (the v4l crate's bindgen) will find a libclang: `LIBCLANG_PATH`, else the
+/// directories it searches on Linux (`/usr/lib*`, `/usr/local/lib*`, `/usr/lib/llvm-*/lib`).
+fn libclang_found() -> bool {
+    let has_lib = |dir: &Path| {
+        std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("libclang") && n.contains(".so")
+            })
+        })
+    };
+    if let Some(p) = std::env::var_os("LIBCLANG_PATH") {
+        let p = PathBuf::from(p);
+        return has_lib(&p) || p.is_file();
+    }
+    let mut dirs: Vec<PathBuf> = ["/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/local/lib64"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    for root in ["/usr/lib", "/usr/lib64"] {
+        for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("llvm") {
+                dirs.push(e.path().join("lib"));
+            } else if name.contains("-linux-") {
+                dirs.push(e.path());
+            }
+        }
+    }
+    dirs.iter().any(|d| has_lib(d))
 }
 
 fn percentiles(v: &[f32]) -> [f64; 2] {
