@@ -379,10 +379,15 @@ fn libclang_found() -> bool {
         let p = PathBuf::from(p);
         return has_lib(&p) || p.is_file();
     }
-    let mut dirs: Vec<PathBuf> = ["/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/local/lib64"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+    let mut dirs: Vec<PathBuf> = [
+        "/usr/lib",
+        "/usr/lib64",
+        "/usr/local/lib",
+        "/usr/local/lib64",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
     for root in ["/usr/lib", "/usr/lib64"] {
         for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

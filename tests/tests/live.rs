@@ -184,6 +184,19 @@ fn check_metrics(port: u16, dir: &Path) {
     ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }
+    // Every metric the example Grafana dashboard queries is exported.
+    let dash = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/grafana-dashboard.json"),
+    )
+    .unwrap();
+    for word in dash.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("vigild_") {
+            assert!(
+                text.contains(&format!("{word} ")) || text.contains(&format!("{word}{{")),
+                "docs/examples/grafana-dashboard.json queries {word}, which /metrics lacks"
+            );
+        }
+    }
     let file = dir.join("metrics.txt");
     std::fs::write(&file, &text).unwrap();
     let promtool = Command::new("promtool")
@@ -257,8 +270,18 @@ fn live_view_serves_the_page_overlays_stream_metrics_and_health() {
     let dir = tempfile::tempdir().unwrap();
     let model = model(dir.path());
     let port = free_port();
+    // With its embedded broker, so the publisher's figures are in /metrics too.
+    let broker = format!("mqtt://127.0.0.1:{}", free_port());
+    let spool = dir.path().join("spool");
+    let with_broker = [
+        "--embedded-broker",
+        "--broker",
+        &broker,
+        "--spool-dir",
+        spool.to_str().unwrap(),
+    ];
     let _v = Vigild(
-        vigild(&model, &format!("127.0.0.1:{port}"), &[])
+        vigild(&model, &format!("127.0.0.1:{port}"), &with_broker)
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
