@@ -13,6 +13,17 @@
 //! - `reload`: hot model reload (SIGHUP, MQTT command) on a background thread.
 //! - `service`: systemd notifications (READY, STATUS, a watchdog fed by the scoring loop).
 
+/// vigild's log events, on target `vigild`: a text line reads `… WARN vigild: …`, and
+/// `RUST_LOG=vigild=debug` selects them apart from the libraries' (tract, rumqttc, rumqttd).
+#[macro_export]
+macro_rules! log_error { ($($arg:tt)+) => { ::tracing::error!(target: "vigild", $($arg)+) } }
+#[macro_export]
+macro_rules! log_warn { ($($arg:tt)+) => { ::tracing::warn!(target: "vigild", $($arg)+) } }
+#[macro_export]
+macro_rules! log_info { ($($arg:tt)+) => { ::tracing::info!(target: "vigild", $($arg)+) } }
+#[macro_export]
+macro_rules! log_debug { ($($arg:tt)+) => { ::tracing::debug!(target: "vigild", $($arg)+) } }
+
 pub mod backend;
 pub mod capture;
 pub mod config;

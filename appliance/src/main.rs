@@ -185,14 +185,46 @@ fn run(cli: Cli) -> Result<()> {
         print!("{}", cfg.to_toml());
         return Ok(());
     }
+    init_logging(&cfg);
     install_signal_handlers();
     serve(&cfg)
+}
+
+/// Levelled logs on stderr (text or JSON lines), with the `log` records of tract and rumqttc
+/// bridged in. RUST_LOG, when set, is the whole filter.
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.trim().is_empty() => EnvFilter::new(f),
+        _ => EnvFilter::new(match cfg.log_level {
+            // The libraries' info lines (every graph pass, every packet) drown ours, and
+            // rumqttd logs ordinary client disconnects as errors: RUST_LOG shows them.
+            level @ ("error" | "warn" | "info") => {
+                let libs = if level == "error" { "error" } else { "warn" };
+                format!(
+                    "{level},rumqttd=off,rumqttc={libs},tract_core={libs},tract_hir={libs},\
+                     tract_onnx={libs},tract_linalg={libs}"
+                )
+            }
+            "debug" => "vigild=debug,info,rumqttd=warn".to_string(),
+            level => level.to_string(),
+        }),
+    };
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let _ = if cfg.log_json {
+        fmt.json().flatten_event(true).try_init()
+    } else {
+        fmt.try_init()
+    };
 }
 
 /// The daemon: broker, source, model, scoring loop, reload thread and sink, until stopped.
 fn serve(cfg: &Config) -> Result<()> {
     let manifest = Manifest::load_verified(&cfg.model)?;
-    eprintln!("vigild: {}", describe_bundle(&cfg.model, &manifest));
+    vigil_appliance::log_info!("{}", describe_bundle(&cfg.model, &manifest));
     if cfg.mqtt.embedded_broker {
         let auth = cfg
             .mqtt
@@ -203,11 +235,11 @@ fn serve(cfg: &Config) -> Result<()> {
                 password: cfg.mqtt.password.clone().unwrap_or_default(),
             });
         let b = publish::start_embedded_broker_with(embedded_addr(cfg)?, auth)?;
-        eprintln!("vigild: embedded MQTT broker on mqtt://{}", b.addr);
+        vigil_appliance::log_info!("embedded MQTT broker on mqtt://{}", b.addr);
     }
     // The source first: a missing camera or folder is reported before the model loads.
     let source = capture::open(cfg, manifest.input.channels)?;
-    eprintln!("vigild: source {}", source.describe());
+    vigil_appliance::log_info!("source {}", source.describe());
     let backend = open_backend(cfg, &cfg.model)?;
     let lockstep = cfg.fps == 0.0 && !matches!(cfg.source, SourceSpec::V4l(_));
     let capture_stats = Arc::new(capture::CaptureStats::default());
@@ -219,8 +251,8 @@ fn serve(cfg: &Config) -> Result<()> {
         source: source.geometry(),
     };
     let (mut pipeline, results) = Pipeline::new(backend, options, telemetry.clone())?;
-    eprintln!(
-        "vigild: warm-up {:.1} ms; budget {:.1} ms per frame{}",
+    vigil_appliance::log_info!(
+        "warm-up {:.1} ms; budget {:.1} ms per frame{}",
         pipeline.warmup.as_secs_f64() * 1000.0,
         cfg.budget.as_secs_f64() * 1000.0,
         if lockstep { " (unpaced replay)" } else { "" }
@@ -338,7 +370,7 @@ fn start_live(
     };
     let live = Live::start(addr, access, sources)
         .with_context(|| format!("field `http` = \"{addr}\": cannot serve the live view"))?;
-    eprintln!("vigild: live view on http://{}/", live.addr);
+    vigil_appliance::log_info!("live view on http://{}/", live.addr);
     Ok(Some(live))
 }
 

@@ -245,8 +245,8 @@ impl Worker {
                     (false, Some("the scoring loop has stopped".to_string()))
                 } else {
                     let m = self.opts.models.get(gen);
-                    eprintln!(
-                        "vigild: reload ({}): {} ready in {:.0} ms (sha256 {}), swapping in at the next frame",
+                    log_info!(
+                        "reload ({}): {} ready in {:.0} ms (sha256 {}), swapping in at the next frame",
                         req.trigger.as_str(),
                         dir.display(),
                         t0.elapsed().as_secs_f64() * 1000.0,
@@ -259,8 +259,8 @@ impl Worker {
         };
         if let Some(e) = &error {
             tel.reloads_refused.fetch_add(1, Ordering::Relaxed);
-            eprintln!(
-                "vigild: reload ({}) of {} refused, the running model stays: {e}",
+            log_warn!(
+                "reload ({}) of {} refused, the running model stays: {e}",
                 req.trigger.as_str(),
                 dir.display()
             );

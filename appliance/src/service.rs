@@ -35,8 +35,8 @@ impl Notifier {
         match Self::connect(&path) {
             Ok(n) => Some(n),
             Err(e) => {
-                eprintln!(
-                    "vigild: NOTIFY_SOCKET {}: {e}; no systemd notifications",
+                log_warn!(
+                    "NOTIFY_SOCKET {}: {e}; no systemd notifications",
                     path.to_string_lossy()
                 );
                 None

@@ -141,7 +141,7 @@ impl Source for FolderSource {
                 }
                 Err(msg) => {
                     CaptureStats::bump(&stats.errors);
-                    eprintln!("vigild: skipping {}: {msg}", self.files[i].display());
+                    log_warn!("skipping {}: {msg}", self.files[i].display());
                     self.failures += 1;
                     if self.failures >= self.files.len() {
                         return Err(CaptureError::Frame {

@@ -224,7 +224,7 @@ impl V4lSource {
             backoff: BACKOFF_START,
             next_open: Instant::now(),
         };
-        eprintln!("vigild: {}", src.describe());
+        log_info!("{}", src.describe());
         Ok(src)
     }
 
@@ -236,8 +236,8 @@ impl V4lSource {
         if let Some(s) = self.session.take() {
             close(s);
         }
-        eprintln!(
-            "vigild: v4l:{}: {why}; reopening in {:?}",
+        log_warn!(
+            "v4l:{}: {why}; reopening in {:?}",
             self.path.display(),
             self.backoff
         );
@@ -256,13 +256,13 @@ impl V4lSource {
                     self.session = Some(s);
                     self.neg = neg;
                     self.backoff = BACKOFF_START;
-                    eprintln!("vigild: reopened {}", self.describe());
+                    log_info!("reopened {}", self.describe());
                 }
                 Err(msg) => {
                     self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                     self.next_open = Instant::now() + self.backoff;
-                    eprintln!(
-                        "vigild: v4l:{}: {msg}; retrying in {:?}",
+                    log_warn!(
+                        "v4l:{}: {msg}; retrying in {:?}",
                         self.path.display(),
                         self.backoff
                     );
@@ -384,7 +384,7 @@ impl Source for V4lSource {
                     frame.shape(layout.width, layout.height, channels);
                     if let Err(e) = convert::convert(raw, &layout, channels, &mut frame.data) {
                         CaptureStats::bump(&stats.errors);
-                        eprintln!("vigild: v4l:{}: frame skipped: {e}", self.path.display());
+                        log_warn!("v4l:{}: frame skipped: {e}", self.path.display());
                         continue;
                     }
                     frame.source.clear();

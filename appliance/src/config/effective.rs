@@ -40,6 +40,8 @@ struct Effective<'a> {
     spool_dir: &'a Path,
     spool_mb: u64,
     stats_interval_s: f64,
+    log_level: &'static str,
+    log_format: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     http: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +91,8 @@ impl Config {
             spool_dir: &m.spool_dir,
             spool_mb: m.spool_max_bytes >> 20,
             stats_interval_s: m.stats_interval.as_secs_f64(),
+            log_level: self.log_level,
+            log_format: if self.log_json { "json" } else { "text" },
             http: self.http.map(|a| a.to_string()),
             http_token: self.http_token.as_ref().map(|_| "********"),
             snapshots: m.snapshots,

@@ -147,6 +147,14 @@ pub struct Settings {
     /// Seconds between stats messages. Default: 10.
     #[arg(long, value_name = "S")]
     pub stats_interval_s: Option<f64>,
+    /// Log level: error, warn, info, debug, trace. Default: info (tract, rumqttc and rumqttd
+    /// at warn). RUST_LOG, when set, replaces it with a full filter (e.g. `vigild=debug,info`).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format on stderr: text (one line per event: time, level, message) or json (one JSON
+    /// object per line, for journald, Loki, Elasticsearch). Default: text.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// Serve the live view (page, overlay JPEG/MJPEG, /metrics, /healthz) on this address,
     /// e.g. 127.0.0.1:8080. Off by default. On an address other than loopback vigild starts
     /// only with `http_token` or the MQTT `username` and `password` set (HTTP Basic).
@@ -224,6 +232,9 @@ pub struct Config {
     pub v4l: V4lConfig,
     pub seed: u64,
     pub mqtt: MqttConfig,
+    /// Log level (`error` … `trace`) and whether lines are JSON.
+    pub log_level: &'static str,
+    pub log_json: bool,
     /// The live view's address (None: off) and token.
     pub http: Option<std::net::SocketAddr>,
     pub http_token: Option<String>,

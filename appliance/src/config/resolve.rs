@@ -94,6 +94,7 @@ impl Settings {
         let mqtt = resolve_mqtt(&m)?;
         let (roi, v4l) = resolve_v4l(&m, &source, timing.fps)?;
         let (http, http_token) = resolve_http(&m, &mqtt)?;
+        let (log_level, log_json) = resolve_log(&m)?;
         Ok(Config {
             model,
             source,
@@ -107,10 +108,38 @@ impl Settings {
             v4l,
             seed: m.get(|s| &s.seed).0.unwrap_or(0),
             mqtt,
+            log_level,
+            log_json,
             http,
             http_token,
         })
     }
+}
+
+/// Log level and format.
+fn resolve_log(m: &Merge) -> Result<(&'static str, bool), ConfigError> {
+    const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+    let (level, src) = m.get(|s| &s.log_level);
+    let level = match level {
+        None => "info",
+        Some(l) => LEVELS
+            .into_iter()
+            .find(|x| x.eq_ignore_ascii_case(&l))
+            .ok_or_else(|| {
+                src.bad(
+                    "log_level",
+                    &l,
+                    "expected error, warn, info, debug or trace",
+                )
+            })?,
+    };
+    let (format, src) = m.get(|s| &s.log_format);
+    let json = match format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(f) => return Err(src.bad("log_format", f, "expected text or json")),
+    };
+    Ok((level, json))
 }
 
 /// The live view's address and token: off the loopback only with a token or the MQTT login.

@@ -163,14 +163,14 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, stop: &Arc<AtomicBo
                             open.fetch_sub(1, Ordering::Relaxed);
                         });
                 if spawned.is_err() {
-                    eprintln!("vigild: http: cannot start a connection thread");
+                    log_warn!("http: cannot start a connection thread");
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => {
-                eprintln!("vigild: http: accept: {e}");
+                log_warn!("http: accept: {e}");
                 std::thread::sleep(Duration::from_millis(200));
             }
         }

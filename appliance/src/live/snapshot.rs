@@ -80,7 +80,7 @@ fn run(
             Ok(jpeg) => {
                 publisher.publish_snapshot(jpeg);
             }
-            Err(e) => eprintln!("vigild: snapshot of frame {}: {e}", v.frame_id),
+            Err(e) => log_warn!("snapshot of frame {}: {e}", v.frame_id),
         }
         while sent_at.elapsed() < every && !stop.load(Ordering::Relaxed) {
             std::thread::sleep((every - sent_at.elapsed()).min(Duration::from_millis(100)));

@@ -210,7 +210,7 @@ impl Pipeline {
             self.telemetry.frame_errors.fetch_add(1, Ordering::Relaxed);
             // Once per kind of fault would be nicer; a bad frame is rare and the counter is
             // the record that matters.
-            eprintln!("vigild: frame {} ({}) skipped: {e}", frame.id, frame.source);
+            log_warn!("frame {} ({}) skipped: {e}", frame.id, frame.source);
             return Ok(());
         }
         let t_inf = Instant::now();

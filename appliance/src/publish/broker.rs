@@ -78,6 +78,7 @@ pub fn start_embedded_broker_with(
     if auth.is_none() && !addr.ip().is_loopback() {
         return Err(BrokerError::Anonymous { addr });
     }
+    let auth_probe = auth.clone();
     // rumqttd reports a bind failure only in its server thread's log: check first so that the
     // caller gets an error naming the address.
     drop(TcpListener::bind(addr).map_err(|source| BrokerError::Bind { addr, source })?);
@@ -85,7 +86,9 @@ pub fn start_embedded_broker_with(
         connection_timeout_ms: 10_000,
         max_payload_size: EMBEDDED_MAX_PAYLOAD,
         max_inflight_count: 500,
-        auth: auth.map(|c| HashMap::from([(c.username, c.password)])),
+        auth: auth
+            .clone()
+            .map(|c| HashMap::from([(c.username, c.password)])),
         external_auth: None,
         dynamic_filters: true,
     };
@@ -108,12 +111,13 @@ pub fn start_embedded_broker_with(
         v4: Some(HashMap::from([("1".to_string(), server)])),
         ..Default::default()
     };
+    let probe_login = auth_probe.clone();
     let mut broker = Broker::new(config);
     std::thread::Builder::new()
         .name("embedded-broker".into())
         .spawn(move || {
             if let Err(e) = broker.start() {
-                eprintln!("vigild: embedded broker stopped: {e}");
+                log_error!("embedded broker stopped: {e}");
             }
         })
         .map_err(BrokerError::Thread)?;
@@ -125,7 +129,9 @@ pub fn start_embedded_broker_with(
     let start = Instant::now();
     let limit = Duration::from_secs(5);
     while start.elapsed() < limit {
-        if TcpStream::connect_timeout(&connect_to, Duration::from_millis(200)).is_ok() {
+        if let Ok(conn) = TcpStream::connect_timeout(&connect_to, Duration::from_millis(200)) {
+            // A whole MQTT session, not a bare TCP connect, which rumqttd logs as an error.
+            probe(conn, probe_login.as_ref());
             return Ok(EmbeddedBroker { addr });
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -134,6 +140,44 @@ pub fn start_embedded_broker_with(
         addr,
         waited: limit,
     })
+}
+
+/// CONNECT (with the login), wait for the CONNACK, DISCONNECT: MQTT 3.1.1 by hand, best effort.
+fn probe(mut conn: TcpStream, login: Option<&Credentials>) {
+    use std::io::{Read, Write};
+    let field = |out: &mut Vec<u8>, s: &[u8]| {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s);
+    };
+    let mut body = Vec::new();
+    field(&mut body, b"MQTT");
+    body.push(4); // protocol level 3.1.1
+    body.push(0x02 | if login.is_some() { 0xC0 } else { 0 }); // clean session, user + password
+    body.extend_from_slice(&10u16.to_be_bytes()); // keep-alive
+    field(&mut body, b"vigild-ready-probe");
+    if let Some(c) = login {
+        field(&mut body, c.username.as_bytes());
+        field(&mut body, c.password.as_bytes());
+    }
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut connack = [0u8; 4];
+    if conn.write_all(&packet).is_ok() && conn.read_exact(&mut connack).is_ok() {
+        // rumqttd's router must have registered the session before it is ended, or it logs
+        // an error for the vanished connection.
+        std::thread::sleep(Duration::from_millis(20));
+        let _ = conn.write_all(&[0xE0, 0x00]);
+    }
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ impl State {
         if suppressed > 0 {
             msg += &format!(" ({suppressed} more refused since the last one reported)");
         }
-        eprintln!("vigild: {topic}: refused: {msg}");
+        log_warn!("{topic}: refused: {msg}");
         let r = CommandResult {
             command: "reload".into(),
             trigger: Trigger::Mqtt.as_str().into(),

@@ -162,7 +162,7 @@ impl State {
                 // Cannot happen while WINDOW + ephemerals < the client's capacity; counted
                 // rather than hidden if it ever does.
                 self.publish_errors += 1;
-                eprintln!("vigild: mqtt: client refused a message on {topic}: {e}");
+                log_error!("mqtt: client refused a message on {topic}: {e}");
             }
         }
     }
@@ -198,7 +198,7 @@ impl State {
                         // An I/O error reading the spool (corrupt records are skipped and
                         // counted by the spool itself): try again from the start next time.
                         self.publish_errors += 1;
-                        eprintln!("vigild: {e}; retrying");
+                        log_warn!("{e}; retrying");
                         self.spool.rewind();
                         break;
                     }
@@ -283,7 +283,7 @@ impl State {
             Ok(j) => j,
             Err(e) => {
                 self.publish_errors += 1;
-                eprintln!("vigild: result {} not serialisable: {e}", rec.frame_id);
+                log_error!("result {} not serialisable: {e}", rec.frame_id);
                 return;
             }
         };
@@ -308,7 +308,7 @@ impl State {
             }),
             Some(Err(e)) => {
                 self.masks_dropped += 1;
-                eprintln!("vigild: mask of frame {frame_id}: {e}");
+                log_warn!("mask of frame {frame_id}: {e}");
             }
             None => {}
         }
@@ -320,8 +320,8 @@ impl State {
         self.connections += 1;
         self.backoff = self.cfg.reconnect_min;
         if self.last_error.take().is_some() {
-            eprintln!(
-                "vigild: mqtt: connected to {}:{} (reconnect {}), {} spooled",
+            log_info!(
+                "mqtt: connected to {}:{} (reconnect {}), {} spooled",
                 self.broker.host,
                 self.broker.port,
                 self.connections - 1,
@@ -335,7 +335,7 @@ impl State {
             let topic = self.topics.command_reload();
             if let Err(e) = self.client.try_subscribe(&topic, QoS::AtLeastOnce) {
                 self.publish_errors += 1;
-                eprintln!("vigild: mqtt: cannot subscribe to {topic}: {e}");
+                log_warn!("mqtt: cannot subscribe to {topic}: {e}");
             }
         }
         if let Some(prefix) = self.cfg.ha_discovery_prefix.clone() {
@@ -387,7 +387,7 @@ impl State {
 
     /// A hot reload took effect: results from now on carry `m`, and so does the status.
     fn on_model(&mut self, m: ModelRef) {
-        eprintln!("vigild: now scoring with {} (sha256 {})", m.id, m.sha256);
+        log_info!("now scoring with {} (sha256 {})", m.id, m.sha256);
         self.cfg.model = m;
         if self.connected && !self.disconnect_sent {
             self.publish_online();
@@ -399,9 +399,10 @@ impl State {
         // Once per distinct reason: an unreachable broker or a refused login retried every
         // few seconds says so once, not at every attempt.
         if self.connected || self.last_error.as_deref() != Some(msg.as_str()) {
-            eprintln!(
-                "vigild: mqtt: {}:{}: {msg}; retrying with backoff, results go to the spool",
-                self.broker.host, self.broker.port
+            log_warn!(
+                "mqtt: {}:{}: {msg}; retrying with backoff, results go to the spool",
+                self.broker.host,
+                self.broker.port
             );
         }
         if !self.connected {
@@ -450,7 +451,7 @@ impl State {
                 Origin::Spool(seq, is_result) => {
                     if let Err(e) = self.spool.ack_through(seq) {
                         self.publish_errors += 1;
-                        eprintln!("vigild: {e}");
+                        log_error!("{e}");
                     }
                     self.published += u64::from(is_result);
                 }

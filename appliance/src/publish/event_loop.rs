@@ -117,7 +117,7 @@ pub(super) async fn run(task: Task) -> PublisherStats {
     st.spill();
     if let Err(e) = st.spool.sync() {
         st.publish_errors += 1;
-        eprintln!("vigild: {e}");
+        log_error!("{e}");
     }
     st.stats()
 }
@@ -186,7 +186,7 @@ fn housekeeping(st: &mut State, t: &mut Timers, rx: &mut mpsc::Receiver<Inbound>
     if now >= t.next_sync {
         if let Err(e) = st.spool.sync() {
             st.publish_errors += 1;
-            eprintln!("vigild: {e}");
+            log_error!("{e}");
         }
         t.next_sync = now + SYNC_EVERY;
         t.next_sync_data = now + SYNC_DATA_EVERY;
@@ -194,7 +194,7 @@ fn housekeeping(st: &mut State, t: &mut Timers, rx: &mut mpsc::Receiver<Inbound>
     } else if now >= t.next_sync_data {
         if let Err(e) = st.spool.sync_data() {
             st.publish_errors += 1;
-            eprintln!("vigild: {e}");
+            log_error!("{e}");
         }
         t.next_sync_data = now + SYNC_DATA_EVERY;
     }

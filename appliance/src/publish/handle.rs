@@ -67,7 +67,7 @@ impl PublisherHandle {
     /// Publishes the outcome of a reload on `…/command/result` (from the reload thread).
     pub fn report_command(&self, r: CommandResult) {
         if self.tx.try_send(Inbound::Command(r)).is_err() {
-            eprintln!("vigild: publisher queue full: a reload result was not published");
+            log_warn!("publisher queue full: a reload result was not published");
         }
     }
 }
@@ -143,7 +143,7 @@ impl Publisher {
                 {
                     Ok(rt) => rt.block_on(run(task)),
                     Err(e) => {
-                        eprintln!("vigild: publisher: cannot build its runtime: {e}");
+                        log_error!("publisher: cannot build its runtime: {e}");
                         PublisherStats::default()
                     }
                 }

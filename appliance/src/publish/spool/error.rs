@@ -41,7 +41,7 @@ impl SpoolError {
 /// Logs a spool error on stderr unless it repeats a run of failed appends.
 pub fn report(e: &SpoolError) {
     if e.worth_logging() {
-        eprintln!("vigild: {e}");
+        log_error!("{e}");
     }
 }
 

@@ -134,8 +134,8 @@ pub(super) fn read_acked(dir: &Path) -> u64 {
             u64::from_le_bytes(b[..8].try_into().unwrap_or_default())
         }
         Ok(_) => {
-            eprintln!(
-                "vigild: spool {}: corrupt, ignored: every record still spooled is sent again",
+            log_warn!(
+                "spool {}: corrupt, ignored: every record still spooled is sent again",
                 path.display()
             );
             0

@@ -171,8 +171,8 @@ impl Spool {
             };
             let lost = end.saturating_sub(expected.max(self.acked));
             self.dropped += lost;
-            eprintln!(
-                "vigild: spool {}: cutting {} byte(s) of torn or corrupt records at byte {}: \
+            log_warn!(
+                "spool {}: cutting {} byte(s) of torn or corrupt records at byte {}: \
                  {lost} unacknowledged record(s) lost, counted in spool_dropped",
                 path.display(),
                 s.len - s.good,
@@ -504,8 +504,8 @@ impl Spool {
         if lost > 0 {
             self.dropped += lost;
             self.skipped_through = end;
-            eprintln!(
-                "vigild: spool {}: {why}: skipping {lost} record(s) to the end of the segment, \
+            log_warn!(
+                "spool {}: {why}: skipping {lost} record(s) to the end of the segment, \
                  counted in spool_dropped",
                 seg.path.display()
             );
