@@ -86,3 +86,42 @@ pub(super) fn json(src: &Sources, rate: &Rate) -> Value {
         "healthy": health(src).0 == 200,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::capture::Frame;
+    use crate::live::ModelInfo;
+    use crate::pipeline::{Telemetry, ViewTap};
+
+    fn sources(stale_after: Duration) -> Sources {
+        Sources {
+            view: Arc::new(ViewTap::default()),
+            telemetry: Arc::new(Telemetry::new(Arc::default())),
+            publisher: None,
+            model: ModelInfo::default(),
+            device: "d".into(),
+            camera: "c".into(),
+            stale_after,
+        }
+    }
+
+    #[test]
+    fn health_is_ok_only_while_frames_are_scored() {
+        let src = sources(Duration::from_millis(50));
+        assert_eq!(health(&src).0, 503, "no frame yet");
+        src.view.offer_for_test(&Frame::with_capacity(0));
+        let (code, body) = health(&src);
+        assert_eq!(code, 200, "{body}");
+        std::thread::sleep(Duration::from_millis(80));
+        let (code, body) = health(&src);
+        assert_eq!(code, 503);
+        assert!(body.starts_with("stale: no frame scored for"), "{body}");
+        let s = json(&src, &Rate::default());
+        assert_eq!(s["healthy"], false);
+        assert_eq!(s["history"].as_array().unwrap().len(), 1);
+    }
+}

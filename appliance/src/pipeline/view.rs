@@ -194,6 +194,23 @@ impl ViewTap {
         self.copied.notify_all();
     }
 
+    /// [`ViewTap::offer`] of a good frame with an empty map, for other modules' tests.
+    #[cfg(test)]
+    pub(crate) fn offer_for_test(&self, frame: &Frame) {
+        let s = Scored {
+            frame_id: 0,
+            roi: None,
+            map: &[],
+            map_w: 0,
+            map_h: 0,
+            map_hi: 1.0,
+            score: 0.0,
+            normalized_score: 0.0,
+            anomalous: false,
+        };
+        self.offer(frame, &s);
+    }
+
     /// The newest copy with a `seq` above `after`, waiting up to `timeout` for one; taking
     /// it lets the loop copy the next frame.
     pub fn take(&self, after: u64, timeout: Duration) -> Option<View> {
