@@ -2,6 +2,7 @@
 //!
 //! Light dependencies only: this crate is compiled into the edge binary.
 
+pub mod discovery;
 pub mod manifest;
 pub mod mask;
 pub mod messages;

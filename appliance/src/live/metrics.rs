@@ -59,102 +59,22 @@ fn histogram(out: &mut String, t: &Telemetry, stage: Stage, name: &str, help: &s
 /// The whole `/metrics` page.
 pub fn render(t: &Telemetry, model: &ModelInfo, publisher: Option<&PublisherStats>) -> String {
     let mut o = String::with_capacity(4096);
-    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let c = t.capture.counts();
-    let _ = writeln!(
-        o,
-        "# HELP vigild_model_info The model bundle being scored (always 1).\n\
-         # TYPE vigild_model_info gauge\n\
-         vigild_model_info{{model=\"{}\",detector=\"{}\",sha256=\"{}\",input=\"{}\"}} 1",
+    let labels = format!(
+        "model=\"{}\",detector=\"{}\",sha256=\"{}\",input=\"{}\"",
         label(&model.id),
         label(&model.detector),
         label(&model.sha256),
         label(&model.input)
     );
-    metric(
-        &mut o,
-        "vigild_threshold",
-        "gauge",
-        "Raw-score threshold of the model.",
-        model.threshold,
+    let help = "The model bundle being scored (always 1).";
+    let _ = writeln!(
+        o,
+        "# HELP vigild_model_info {help}\n# TYPE vigild_model_info gauge"
     );
-    metric(
-        &mut o,
-        "vigild_uptime_seconds",
-        "gauge",
-        "Seconds since vigild started.",
-        t.started.elapsed().as_secs_f64(),
-    );
-    metric(
-        &mut o,
-        "vigild_frames_total",
-        "counter",
-        "Frames scored.",
-        g(&t.frames),
-    );
-    metric(
-        &mut o,
-        "vigild_deadline_misses_total",
-        "counter",
-        "Frames whose capture-to-result time exceeded the budget.",
-        g(&t.deadline_misses),
-    );
-    metric(
-        &mut o,
-        "vigild_frame_errors_total",
-        "counter",
-        "Frames skipped because they could not be preprocessed.",
-        g(&t.frame_errors),
-    );
-    metric(
-        &mut o,
-        "vigild_results_queue_full_total",
-        "counter",
-        "Results dropped because the publisher was behind.",
-        g(&t.queue_full),
-    );
-    metric(
-        &mut o,
-        "vigild_reloads_total",
-        "counter",
-        "Hot model reloads swapped in.",
-        g(&t.reloads),
-    );
-    metric(
-        &mut o,
-        "vigild_reloads_refused_total",
-        "counter",
-        "Hot model reloads refused.",
-        g(&t.reloads_refused),
-    );
-    metric(
-        &mut o,
-        "vigild_captured_frames_total",
-        "counter",
-        "Frames taken from the source.",
-        c.captured,
-    );
-    metric(
-        &mut o,
-        "vigild_dropped_frames_total",
-        "counter",
-        "Frames replaced by a newer one before they were scored.",
-        c.dropped,
-    );
-    metric(
-        &mut o,
-        "vigild_capture_errors_total",
-        "counter",
-        "Frames that could not be read or converted.",
-        c.errors,
-    );
-    metric(
-        &mut o,
-        "vigild_camera_reopens_total",
-        "counter",
-        "Camera reopens after a failure.",
-        c.reopens,
-    );
+    let _ = writeln!(o, "vigild_model_info{{{labels}}} 1");
+    for (name, kind, help, value) in loop_metrics(t, model) {
+        metric(&mut o, name, kind, help, value);
+    }
     histogram(
         &mut o,
         t,
@@ -169,58 +89,141 @@ pub fn render(t: &Telemetry, model: &ModelInfo, publisher: Option<&PublisherStat
         "vigild_frame_seconds",
         "Capture-to-result time per frame.",
     );
-    if let Some(p) = publisher {
-        metric(
-            &mut o,
+    for (name, kind, help, value) in publisher.map(publisher_metrics).into_iter().flatten() {
+        metric(&mut o, name, kind, help, value);
+    }
+    o
+}
+
+type Metric = (&'static str, &'static str, &'static str, f64);
+
+/// The scoring loop's and the capture's figures: (name, type, help, value).
+fn loop_metrics(t: &Telemetry, model: &ModelInfo) -> [Metric; 12] {
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let c = t.capture.counts();
+    let up = t.started.elapsed().as_secs_f64();
+    [
+        (
+            "vigild_threshold",
+            "gauge",
+            "Raw-score threshold of the model.",
+            f64::from(model.threshold),
+        ),
+        (
+            "vigild_uptime_seconds",
+            "gauge",
+            "Seconds since vigild started.",
+            up,
+        ),
+        (
+            "vigild_frames_total",
+            "counter",
+            "Frames scored.",
+            g(&t.frames),
+        ),
+        (
+            "vigild_deadline_misses_total",
+            "counter",
+            "Frames whose capture-to-result time exceeded the budget.",
+            g(&t.deadline_misses),
+        ),
+        (
+            "vigild_frame_errors_total",
+            "counter",
+            "Frames skipped because they could not be preprocessed.",
+            g(&t.frame_errors),
+        ),
+        (
+            "vigild_results_queue_full_total",
+            "counter",
+            "Results dropped because the publisher was behind.",
+            g(&t.queue_full),
+        ),
+        (
+            "vigild_reloads_total",
+            "counter",
+            "Hot model reloads swapped in.",
+            g(&t.reloads),
+        ),
+        (
+            "vigild_reloads_refused_total",
+            "counter",
+            "Hot model reloads refused.",
+            g(&t.reloads_refused),
+        ),
+        (
+            "vigild_captured_frames_total",
+            "counter",
+            "Frames taken from the source.",
+            c.captured as f64,
+        ),
+        (
+            "vigild_dropped_frames_total",
+            "counter",
+            "Frames replaced by a newer one before they were scored.",
+            c.dropped as f64,
+        ),
+        (
+            "vigild_capture_errors_total",
+            "counter",
+            "Frames that could not be read or converted.",
+            c.errors as f64,
+        ),
+        (
+            "vigild_camera_reopens_total",
+            "counter",
+            "Camera reopens after a failure.",
+            c.reopens as f64,
+        ),
+    ]
+}
+
+/// The publisher's figures: (name, type, help, value).
+fn publisher_metrics(p: &PublisherStats) -> [Metric; 7] {
+    [
+        (
             "vigild_spool_records",
             "gauge",
             "Records in the on-disk spool not yet acknowledged by the broker.",
-            p.spooled,
-        );
-        metric(
-            &mut o,
+            p.spooled as f64,
+        ),
+        (
             "vigild_spool_bytes",
             "gauge",
             "Bytes in the on-disk spool.",
-            p.spool_bytes,
-        );
-        metric(
-            &mut o,
+            p.spool_bytes as f64,
+        ),
+        (
             "vigild_spool_dropped_total",
             "counter",
             "Records dropped because the spool was full or unreadable.",
-            p.spool_dropped,
-        );
-        metric(
-            &mut o,
+            p.spool_dropped as f64,
+        ),
+        (
             "vigild_published_total",
             "counter",
             "Results acknowledged by the broker.",
-            p.published,
-        );
-        metric(
-            &mut o,
+            p.published as f64,
+        ),
+        (
             "vigild_mqtt_reconnects_total",
             "counter",
             "Connections to the broker after the first one.",
-            p.reconnects,
-        );
-        metric(
-            &mut o,
+            p.reconnects as f64,
+        ),
+        (
             "vigild_mqtt_connect_failures_total",
             "counter",
             "Failed connection attempts to the broker.",
-            p.connect_failures,
-        );
-        metric(
-            &mut o,
+            p.connect_failures as f64,
+        ),
+        (
             "vigild_publish_errors_total",
             "counter",
             "Messages lost to a local fault.",
-            p.publish_errors,
-        );
-    }
-    o
+            p.publish_errors as f64,
+        ),
+    ]
 }
 
 #[cfg(test)]
