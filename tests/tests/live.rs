@@ -8,14 +8,14 @@
 //!   target/live-view.png);
 //! - off the loopback, vigild refuses to start without a token, and with one asks for it.
 
+mod model_support;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vigil_host::demo::{train_line_model, ModelRecipe};
-use vigil_shared::synth::SurfaceKind;
 use vigil_tests::workspace_bin;
 
 /// The synthetic source's frames are 128².
@@ -52,18 +52,6 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
                 .filter(|(k, _)| k.eq_ignore_ascii_case(name))
         })
         .map(|(_, v)| v.trim())
-}
-
-fn model(dir: &Path) -> PathBuf {
-    let model = dir.join("model");
-    let recipe = ModelRecipe {
-        kind: SurfaceKind::BrushedMetal,
-        size: 32,
-        epochs: 1,
-        seed: 1,
-    };
-    train_line_model(&model, &recipe, false).unwrap();
-    model
 }
 
 struct Vigild(Child);
@@ -268,7 +256,7 @@ fn check_browser(port: u16, dir: &Path) {
 #[test]
 fn live_view_serves_the_page_overlays_stream_metrics_and_health() {
     let dir = tempfile::tempdir().unwrap();
-    let model = model(dir.path());
+    let model = model_support::small_model(dir.path());
     let port = free_port();
     // With its embedded broker, so the publisher's figures are in /metrics too.
     let broker = format!("mqtt://127.0.0.1:{}", free_port());
@@ -298,7 +286,7 @@ fn live_view_serves_the_page_overlays_stream_metrics_and_health() {
 #[test]
 fn live_view_off_the_loopback_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let model = model(dir.path());
+    let model = model_support::small_model(dir.path());
     let port = free_port();
     let open = vigild(&model, &format!("0.0.0.0:{port}"), &["--frames", "1"])
         .output()

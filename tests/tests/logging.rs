@@ -2,11 +2,11 @@
 //! per line (for journald / Loki), `--log-level` filters, and the libraries' `log` records
 //! (tract, rumqttc) come through the same subscriber when RUST_LOG asks for them.
 
+mod model_support;
+
 use std::path::Path;
 use std::process::Command;
 
-use vigil_host::demo::{train_line_model, ModelRecipe};
-use vigil_shared::synth::SurfaceKind;
 use vigil_tests::workspace_bin;
 
 fn run(model: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
@@ -35,14 +35,7 @@ fn log_lines(stderr: &str) -> Vec<&str> {
 #[test]
 fn log_lines_have_levels_json_works_and_libraries_log_too() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    let recipe = ModelRecipe {
-        kind: SurfaceKind::BrushedMetal,
-        size: 32,
-        epochs: 1,
-        seed: 1,
-    };
-    train_line_model(&model, &recipe, false).unwrap();
+    let model = model_support::small_model(dir.path());
 
     let text = run(&model, &[], &[]);
     let lines = log_lines(&text);

@@ -5,6 +5,8 @@
 //! crash of vigild loses nothing that was scored before it, so every frame id of the first run
 //! must arrive; duplicates are allowed (at least once) and printed.
 
+mod model_support;
+
 mod mqtt_support;
 
 use std::collections::BTreeMap;
@@ -13,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use mqtt_support::{free_port, wait_until, Mosquitto, Subscriber};
 use vigil_host::data::write_line;
-use vigil_host::demo::{train_line_model, ModelRecipe};
 use vigil_shared::messages::FrameResult;
 use vigil_shared::synth::SurfaceKind;
 use vigil_tests::workspace_bin;
@@ -56,14 +57,7 @@ fn mqtt_sigkill_while_the_broker_is_frozen_loses_no_scored_result() {
     )
     .unwrap();
     // Any model will do: this test counts deliveries, not verdicts.
-    let model = dir.path().join("model");
-    let recipe = ModelRecipe {
-        kind: SurfaceKind::BrushedMetal,
-        size: SIZE,
-        epochs: 1,
-        seed: 1,
-    };
-    train_line_model(&model, &recipe, false).unwrap();
+    let model = model_support::small_model(dir.path());
 
     let mut broker = Mosquitto::new(dir.path(), free_port());
     broker.start();

@@ -3,15 +3,15 @@
 //! most one per `snapshot_interval_s`; `snapshots = "anomalous"` sends only frames judged
 //! anomalous (their ROI outline is red); Home Assistant gets an `image` entity for them.
 
+mod model_support;
+
 mod mqtt_support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mqtt_support::{free_port, Mosquitto, Subscriber};
-use vigil_host::demo::{train_line_model, ModelRecipe};
 use vigil_shared::messages::FrameResult;
-use vigil_shared::synth::SurfaceKind;
 use vigil_tests::workspace_bin;
 
 /// Decodes a snapshot: a 128² JPEG (the synthetic frame), and whether its ROI outline is red.
@@ -32,14 +32,7 @@ fn decode(jpeg: &[u8]) -> bool {
 #[test]
 fn mqtt_snapshots_are_rate_limited_jpegs_of_the_frames_asked_for() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    let recipe = ModelRecipe {
-        kind: SurfaceKind::BrushedMetal,
-        size: 32,
-        epochs: 1,
-        seed: 1,
-    };
-    train_line_model(&model, &recipe, false).unwrap();
+    let model = model_support::small_model(dir.path());
     let mut broker = Mosquitto::new(dir.path(), free_port());
     broker.start();
     let run = |device: &str, policy: &str, every: &str, frames: &str, fps: &str| {

@@ -3,12 +3,12 @@
 //! image was anomalous, and its scores equal vigild's on the same files (`folder:` replay in
 //! lockstep) within 1e-5: the same preprocessing and the same graph.
 
+mod model_support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-use vigil_host::demo::{train_line_model, ModelRecipe};
-use vigil_shared::synth::SurfaceKind;
 use vigil_tests::workspace_bin;
 
 /// Brushed-metal-like 640×480 pictures: horizontal streaks and noise; `defect` adds a dark spot.
@@ -42,14 +42,7 @@ fn write_photos(dir: &Path) {
 #[test]
 fn predict_writes_tables_and_overlays_and_scores_as_vigild_does() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    let recipe = ModelRecipe {
-        kind: SurfaceKind::BrushedMetal,
-        size: 32,
-        epochs: 1,
-        seed: 1,
-    };
-    train_line_model(&model, &recipe, false).unwrap();
+    let model = model_support::small_model(dir.path());
     let photos = dir.path().join("photos");
     write_photos(&photos);
     let out = dir.path().join("out");

@@ -11,6 +11,8 @@
 //! Samples go to `runs/soak/samples.csv`, the figures to `runs/soak/report.md` (the table in
 //! docs/benchmarks.md). Ignored by `cargo test`: it runs for as long as it is told.
 
+mod model_support;
+
 mod mqtt_support;
 
 use std::collections::HashMap;
@@ -20,9 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use mqtt_support::{free_port, wait_until, Mosquitto, Subscriber};
-use vigil_host::demo::{train_line_model, ModelRecipe};
 use vigil_shared::messages::rfc3339_ms;
-use vigil_shared::synth::SurfaceKind;
 use vigil_tests::workspace_bin;
 
 const FPS: u64 = 30;
@@ -157,14 +157,7 @@ fn soak_broker_restarts_and_a_sigkill_lose_nothing_and_nothing_grows() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runs/soak");
     std::fs::create_dir_all(&root).unwrap();
     let dir = tempfile::tempdir_in(&root).unwrap();
-    let model = dir.path().join("model");
-    let recipe = ModelRecipe {
-        kind: SurfaceKind::BrushedMetal,
-        size: 32,
-        epochs: 1,
-        seed: 1,
-    };
-    train_line_model(&model, &recipe, false).unwrap();
+    let model = model_support::small_model(dir.path());
 
     let mut broker = Mosquitto::new(dir.path(), free_port());
     broker.start();

@@ -7,12 +7,12 @@
 //! thread with ptrace (PTRACE_SEIZE + PTRACE_INTERRUPT), as a stuck inference would; the other
 //! threads (capture, sink, the notifier) keep running.
 
+mod model_support;
+
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vigil_host::demo::{train_line_model, ModelRecipe};
-use vigil_shared::synth::SurfaceKind;
 use vigil_tests::workspace_bin;
 
 const WATCHDOG: Duration = Duration::from_millis(400);
@@ -44,14 +44,7 @@ fn ptrace(req: libc::c_uint, pid: i32) -> i64 {
 #[test]
 fn systemd_ready_watchdog_pings_stop_when_the_scorer_hangs() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    let recipe = ModelRecipe {
-        kind: SurfaceKind::BrushedMetal,
-        size: 32,
-        epochs: 1,
-        seed: 1,
-    };
-    train_line_model(&model, &recipe, false).unwrap();
+    let model = model_support::small_model(dir.path());
     let path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
 
