@@ -40,6 +40,7 @@ bench-spool dir="runs/bench-spool" frames="3000":
     cargo run --release -p vigil-appliance --example bench_spool -- {{dir}} {{frames}}
 
 # Appliance scoring loop: 30 fps for 60 s with a 64² model; deadline misses, p50/p99 per stage, overhead (docs/benchmarks.md).
+# SINK=mqtt: through the embedded broker and the write-ahead spool; HTTP=1: live view on, nobody watching; VIEWER=1: and a viewer.
 bench-loop fps="30" seconds="60":
     bash bench/bench-loop.sh {{fps}} {{seconds}}
 

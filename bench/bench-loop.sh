@@ -8,6 +8,8 @@
 # $STRIDE, default 16: 225 tiles per frame, each frame's tiles one tract run, maps stitched).
 # SINK=mqtt: results go to vigild's embedded broker instead of stdout, through the write-ahead
 # spool (every result appended, fsynced every 100 ms), to compare the loop's overhead with it.
+# HTTP=1: vigild also serves the live view (--http) with nobody watching; VIEWER=1: and a viewer
+# polls it as the page does (the newest overlay as fast as they come, /api/state twice a second).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fps=${1:-30}
@@ -69,6 +71,40 @@ if [ "${SINK:-stdout}" = mqtt ]; then
   sink_args=(--embedded-broker --broker "mqtt://127.0.0.1:$port" --spool-dir "$out/spool" --device-id bench)
 fi
 
+viewer_pid=""
+if [ "${HTTP:-0}" != 0 ] || [ "${VIEWER:-0}" != 0 ]; then
+  http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  sink_args+=(--http "127.0.0.1:$http_port")
+fi
+if [ "${VIEWER:-0}" != 0 ]; then
+  python3 - "$http_port" "$out/viewer.txt" <<'PY' &
+import http.client, sys, time
+port, report = int(sys.argv[1]), sys.argv[2]
+seq, images, t_state, start = 0, 0, 0.0, None
+while True:
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", f"/overlay.jpg?after={seq}")
+        r = c.getresponse()
+        body = r.read()
+        if r.status == 200:
+            seq = int(r.getheader("X-Frame-Seq"))
+            images += 1
+            start = start or time.time()
+        if time.time() - t_state > 0.5:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/api/state")
+            c.getresponse().read()
+            t_state = time.time()
+        if start:
+            with open(report, "w") as f:
+                f.write(f"{images} images in {time.time() - start:.1f} s\n")
+    except OSError:
+        time.sleep(0.2)
+PY
+  viewer_pid=$!
+fi
+
 frames=$((fps * secs))
 echo "vigild: $frames frames at $fps fps ($secs s)..."
 # Hypervisor steal time (8th value of /proc/stat's cpu line, in USER_HZ ticks) over the run: on
@@ -79,6 +115,10 @@ target/release/vigild --model "$model" "${source_args[@]}" --fps "$fps" --frames
   --threads "${THREADS:-1}" \
   --masks anomalous "${sink_args[@]}" >"$out/results.jsonl" 2>"$out/vigild.log"
 steal_ms=$(( ($(steal) - steal0) * 1000 / $(getconf CLK_TCK) ))
+if [ -n "$viewer_pid" ]; then
+  kill "$viewer_pid" 2>/dev/null || true
+  echo "viewer: $(cat "$out/viewer.txt" 2>/dev/null || echo 'no image')"
+fi
 grep '^vigild: summary ' "$out/vigild.log" | sed 's/^vigild: summary //' >"$out/summary.json"
 python3 - "$out/summary.json" "$fps" "$steal_ms" "$(nproc)" <<'PY'
 import json, sys
