@@ -5,21 +5,19 @@
 //! no shape is resolved and no optimisation pass runs while scoring. Each plan keeps its state
 //! and its input tensor between calls.
 //!
-//! A patch-mode bundle (`patch` in the manifest) has a graph that takes `N`² tiles: the backend
-//! still takes whole frames at the manifest's input size, cuts each into its `T` tiles
-//! (`vigil_shared::tiles`), runs them as one batch of `T` (the only plan), stitches the tile maps
-//! into the frame's map and takes the largest tile score, all in buffers allocated at load.
+//! A patch-mode bundle (`patch` in the manifest) runs each frame's tiles as one batch of `T`,
+//! the only plan; cutting and stitching are shared with the other engines (`super::patch`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ::tract_linalg::multithread::{multithread_tract_scope, Executor};
-use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use vigil_shared::manifest::Manifest;
-use vigil_shared::tiles::{max_over_tiles, Tiling};
 
-use super::{Backend, BackendError};
+use super::bundle::{check_file, CheckedFile};
+use super::patch::Tiles;
+use super::{check_call, load_err, Backend, BackendError};
 
 pub const F32_FILE: &str = "model.onnx";
 pub const INT8_FILE: &str = "model.int8.onnx";
@@ -86,104 +84,6 @@ pub struct TractBackend {
     tiles: Option<Tiles>,
 }
 
-/// Patch mode's tiling and its per-frame buffers (`T` tiles, their scores and maps).
-struct Tiles {
-    tiling: Tiling,
-    input: Vec<f32>,
-    scores: Vec<f32>,
-    maps: Vec<f32>,
-}
-
-fn load_err(path: &Path, msg: impl std::fmt::Display) -> BackendError {
-    BackendError::Load(format!("{}: {msg}", path.display()))
-}
-
-/// Dims of a graph input or output as written in the file: `None` for a symbolic dimension.
-fn proto_dims(v: &pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
-    use pb::tensor_shape_proto::dimension::Value;
-    let pb::type_proto::Value::TensorType(t) = v.r#type.as_ref()?.value.as_ref()?;
-    Some(
-        t.shape
-            .as_ref()?
-            .dim
-            .iter()
-            .map(|d| match &d.value {
-                Some(Value::DimValue(n)) => Some(*n),
-                _ => None,
-            })
-            .collect(),
-    )
-}
-
-fn fmt_dims(d: &[Option<i64>]) -> String {
-    let parts: Vec<String> = d
-        .iter()
-        .map(|x| x.map_or_else(|| "N".to_string(), |n| n.to_string()))
-        .collect();
-    format!("[{}]", parts.join(","))
-}
-
-/// Checks that the graph has `image` → `score`, `anomaly_map` with the geometry `[c, h, w]`
-/// the manifest implies (its input, or in patch mode its tile).
-fn check_interface(
-    path: &Path,
-    proto: &pb::ModelProto,
-    [c, h, w]: [usize; 3],
-) -> Result<(), BackendError> {
-    let graph = proto
-        .graph
-        .as_ref()
-        .ok_or_else(|| load_err(path, "the ONNX file holds no graph"))?;
-    let (c, h, w) = (c as i64, h as i64, w as i64);
-    let initialisers: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&pb::ValueInfoProto> = graph
-        .input
-        .iter()
-        .filter(|i| !initialisers.contains(&i.name.as_str()))
-        .collect();
-    let expect = |kind: &str, name: &str, list: &[&pb::ValueInfoProto], want: Vec<Option<i64>>| {
-        let v = list.iter().find(|v| v.name == name).ok_or_else(|| {
-            let names: Vec<&str> = list.iter().map(|v| v.name.as_str()).collect();
-            load_err(
-                path,
-                format!("the graph has no {kind} `{name}` (found {names:?})"),
-            )
-        })?;
-        let found = proto_dims(v).ok_or_else(|| {
-            load_err(
-                path,
-                format!("{kind} `{name}` is not a tensor with a known rank"),
-            )
-        })?;
-        // The batch dimension may be symbolic or fixed; every other dimension must match.
-        let ok = found.len() == want.len() && found.iter().zip(&want).skip(1).all(|(f, w)| f == w);
-        if !ok {
-            return Err(BackendError::Shape(format!(
-                "{}: {kind} `{name}` has shape {}, the manifest expects {}",
-                path.display(),
-                fmt_dims(&found),
-                fmt_dims(&want)
-            )));
-        }
-        Ok(())
-    };
-    expect(
-        "input",
-        "image",
-        &inputs,
-        vec![None, Some(c), Some(h), Some(w)],
-    )?;
-    let outputs: Vec<&pb::ValueInfoProto> = graph.output.iter().collect();
-    expect("output", "score", &outputs, vec![None])?;
-    expect(
-        "output",
-        "anomaly_map",
-        &outputs,
-        vec![None, Some(1), Some(h), Some(w)],
-    )?;
-    Ok(())
-}
-
 impl TractBackend {
     /// Loads `dir/model.onnx` (or `model.int8.onnx`) after checking it against the manifest.
     pub fn load(dir: &Path, opts: &TractOptions) -> Result<Self, BackendError> {
@@ -193,45 +93,15 @@ impl TractBackend {
                 opts.max_batch, opts.threads
             )));
         }
-        let manifest = Manifest::load(dir).map_err(|e| BackendError::Load(e.to_string()))?;
-        let name = opts.precision.file();
-        let path = manifest.verify_file(dir, name).map_err(|e| {
-            BackendError::Load(match e {
-                vigil_shared::manifest::BundleError::MissingEntry { .. } => format!(
-                    "{}: the manifest lists no {name} (run `vigil export --model {}{}`)",
-                    dir.join("manifest.json").display(),
-                    dir.display(),
-                    if opts.precision == Precision::Int8 {
-                        " --quantize int8"
-                    } else {
-                        ""
-                    }
-                ),
-                other => other.to_string(),
-            })
-        })?;
-        let sha256 = manifest
-            .file(name)
-            .map(|f| f.sha256.clone())
-            .unwrap_or_default();
+        let CheckedFile {
+            manifest,
+            path,
+            sha256,
+            proto,
+            tiling,
+            graph: [c, h, w],
+        } = check_file(dir, opts.precision)?;
         let onnx = tract_onnx::onnx();
-        let proto = onnx
-            .proto_model_for_path(&path)
-            .map_err(|e| load_err(&path, format!("not a valid ONNX model ({e})")))?;
-        let (c, fh, fw) = (
-            manifest.input.channels,
-            manifest.input.height,
-            manifest.input.width,
-        );
-        let tiling = manifest
-            .patch
-            .map(|p| Tiling::new(c, fh, fw, p))
-            .transpose()
-            .map_err(|e| load_err(&dir.join("manifest.json"), e))?;
-        let (h, w) = tiling
-            .as_ref()
-            .map_or((fh, fw), |t| (t.spec().size, t.spec().size));
-        check_interface(&path, &proto, [c, h, w])?;
         // Patch mode runs each frame's tiles as one batch: a single plan for `T`.
         let mut sizes = match &tiling {
             Some(t) => vec![t.count()],
@@ -262,23 +132,20 @@ impl TractBackend {
                 input,
             });
         }
+        let i = &manifest.input;
+        let (frame, plane) = (i.channels * i.height * i.width, i.height * i.width);
         Ok(Self {
-            manifest,
             path,
             sha256,
             plans,
             max_batch: opts.max_batch,
             executor: (opts.threads > 1).then(|| Executor::multithread(opts.threads)),
-            frame: c * fh * fw,
-            plane: fh * fw,
+            frame,
+            plane,
             graph_frame: c * h * w,
             graph_plane: h * w,
-            tiles: tiling.map(|t| Tiles {
-                input: vec![0.0; t.count() * t.tile_len()],
-                scores: vec![0.0; t.count()],
-                maps: vec![0.0; t.count() * h * w],
-                tiling: t,
-            }),
+            tiles: tiling.map(Tiles::new),
+            manifest,
         })
     }
 
@@ -334,34 +201,6 @@ impl TractBackend {
     }
 }
 
-impl TractBackend {
-    /// Patch mode: each of the `batch` frames cut into its tiles, run as one batch of `T`,
-    /// stitched into its map; its score is the largest tile score. No allocation.
-    fn score_tiled(
-        &mut self,
-        tiles: &mut Tiles,
-        input: &[f32],
-        batch: usize,
-        scores: &mut [f32],
-        maps: &mut [f32],
-    ) -> Result<(), BackendError> {
-        let (frame, plane, count) = (self.frame, self.plane, tiles.tiling.count());
-        let shape = |e: vigil_shared::tiles::TileError| BackendError::Shape(e.to_string());
-        for i in 0..batch {
-            tiles
-                .tiling
-                .cut(&input[i * frame..(i + 1) * frame], &mut tiles.input)
-                .map_err(shape)?;
-            self.run_plan(0, &tiles.input, count, &mut tiles.scores, &mut tiles.maps)?;
-            let map = &mut maps[i * plane..(i + 1) * plane];
-            tiles.tiling.stitch(&tiles.maps, 1, map).map_err(shape)?;
-            // Per-tile scores; a score that reduces the map itself would reduce `map` here.
-            scores[i] = max_over_tiles(&tiles.scores);
-        }
-        Ok(())
-    }
-}
-
 impl Backend for TractBackend {
     fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -378,37 +217,20 @@ impl Backend for TractBackend {
         scores: &mut [f32],
         maps: &mut [f32],
     ) -> Result<(), BackendError> {
-        let (c, h, w) = (
-            self.manifest.input.channels,
-            self.manifest.input.height,
-            self.manifest.input.width,
-        );
-        if batch == 0 || batch > self.max_batch {
-            return Err(BackendError::Shape(format!(
-                "batch {batch} is out of range 1..={} for {}",
-                self.max_batch,
-                self.path.display()
-            )));
-        }
-        if input.len() != batch * self.frame {
-            return Err(BackendError::Shape(format!(
-                "{}: input holds {} values, expected {batch}×{c}×{h}×{w} = {} for shape [{batch},{c},{h},{w}]",
-                self.path.display(),
-                input.len(),
-                batch * self.frame
-            )));
-        }
-        if scores.len() != batch || maps.len() != batch * self.plane {
-            return Err(BackendError::Shape(format!(
-                "{}: output buffers hold {} scores and {} map values, expected {batch} and {}",
-                self.path.display(),
-                scores.len(),
-                maps.len(),
-                batch * self.plane
-            )));
-        }
+        check_call(
+            &self.path,
+            self.max_batch,
+            &self.manifest.input,
+            batch,
+            input,
+            scores,
+            maps,
+        )?;
         if let Some(mut tiles) = self.tiles.take() {
-            let r = self.score_tiled(&mut tiles, input, batch, scores, maps);
+            let count = tiles.count();
+            let r = tiles.score(input, batch, scores, maps, |x, s, m| {
+                self.run_plan(0, x, count, s, m)
+            });
             // Put the buffers back before any error returns: the next frame needs them.
             self.tiles = Some(tiles);
             return r;
