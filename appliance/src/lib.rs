@@ -2,7 +2,8 @@
 //!
 //! - `capture`: camera (V4L2), folder replay and synthetic sources on a dedicated thread that
 //!   keeps only the newest frame.
-//! - `backend`: scoring engines behind one trait (tract, on the CPU).
+//! - `backend`: scoring engines behind one trait (tract on the CPU; onnxruntime with feature
+//!   `ort`), and `auto`, the faster of the two on this box.
 //! - `pipeline`: the fixed-budget scoring loop with preallocated buffers (`scorer`), the
 //!   scored-frame [`pipeline::Record`] and its recycled channel (`records`), latency
 //!   accounting (`telemetry`).

@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use vigil_appliance::backend::tract::{TractBackend, TractOptions};
-use vigil_appliance::backend::Backend;
+use vigil_appliance::backend::{self, Backend, EngineSpec};
 use vigil_appliance::capture;
-use vigil_appliance::config::{self, BackendKind, Config, Settings, SourceSpec};
+use vigil_appliance::config::{self, Config, Settings, SourceSpec};
 use vigil_appliance::live::{Access, Live, ModelInfo, Snapshots, Sources};
 use vigil_appliance::pipeline::{Pipeline, PipelineOptions, Results, Telemetry, STAGES};
 use vigil_appliance::publish::{self, Commands, PublishConfig, Publisher};
@@ -92,20 +91,24 @@ fn describe_bundle(dir: &Path, m: &Manifest) -> String {
     )
 }
 
-/// The backend `cfg` asks for, on the bundle in `dir` (at start, and for every hot reload).
-fn open_backend(cfg: &Config, dir: &Path) -> Result<Box<dyn Backend>> {
-    match cfg.backend {
-        BackendKind::Tract => {
-            let opts = TractOptions {
-                precision: cfg.precision,
-                threads: cfg.threads,
-                ..TractOptions::default()
-            };
-            let b = TractBackend::load(dir, &opts)
-                .with_context(|| format!("{}: cannot load the model", dir.display()))?;
-            Ok(Box::new(b))
-        }
+/// The backend `cfg` asks for, on the bundle in `dir` (at start, and for every hot reload),
+/// and its one-line description; the choice and any fallback are logged.
+fn open_backend(cfg: &Config, dir: &Path) -> Result<(Box<dyn Backend>, String)> {
+    let spec = EngineSpec {
+        kind: cfg.backend,
+        precision: cfg.precision,
+        threads: cfg.threads,
+        ep: cfg.ep,
+        ort_library: cfg.ort_library.clone(),
+        ..EngineSpec::default()
+    };
+    let o = backend::open(dir, &spec)
+        .with_context(|| format!("{}: cannot load the model", dir.display()))?;
+    for w in &o.warnings {
+        vigil_appliance::log_warn!("{w}");
     }
+    vigil_appliance::log_info!("backend {}", o.description);
+    Ok((o.backend, o.description))
 }
 
 /// Without a broker: one JSON result per line on stdout (batch runs, the VM test's serial
@@ -240,7 +243,7 @@ fn serve(cfg: &Config) -> Result<()> {
     // The source first: a missing camera or folder is reported before the model loads.
     let source = capture::open(cfg, manifest.input.channels)?;
     vigil_appliance::log_info!("source {}", source.describe());
-    let backend = open_backend(cfg, &cfg.model)?;
+    let (backend, engine) = open_backend(cfg, &cfg.model)?;
     let lockstep = cfg.fps == 0.0 && !matches!(cfg.source, SourceSpec::V4l(_));
     let capture_stats = Arc::new(capture::CaptureStats::default());
     let telemetry = Arc::new(Telemetry::new(capture_stats.clone()));
@@ -259,7 +262,7 @@ fn serve(cfg: &Config) -> Result<()> {
     );
     let models = ModelTable::new(model_ref(&manifest));
     let mut reloader = spawn_reloader(cfg, &manifest, &mut pipeline, &models, &telemetry)?;
-    let sink = start_sink(cfg, &manifest, results, &models, &telemetry, &mut reloader)?;
+    let sink = start_sink(cfg, &manifest, results, &models, &telemetry, &mut reloader, engine)?;
     let live = start_live(cfg, &manifest, &pipeline, &telemetry, &sink)?;
     let snapshots = match &sink {
         Sink::Mqtt(p) => Snapshots::start(
@@ -315,7 +318,11 @@ fn spawn_reloader(
     Reloader::spawn(
         ReloaderOptions {
             default_bundle: cfg.model.clone(),
-            load: Box::new(move |dir| open_backend(&load_cfg, dir).map_err(|e| format!("{e:#}"))),
+            load: Box::new(move |dir| {
+                open_backend(&load_cfg, dir)
+                    .map(|(b, _)| b)
+                    .map_err(|e| format!("{e:#}"))
+            }),
             report: None,
             models: models.clone(),
             telemetry: telemetry.clone(),
@@ -383,12 +390,14 @@ fn start_sink(
     models: &Arc<ModelTable>,
     telemetry: &Arc<Telemetry>,
     reloader: &mut Reloader,
+    backend: String,
 ) -> Result<Sink> {
     if cfg.mqtt.endpoint().is_none() {
         return Ok(Sink::Stdout(spawn_stdout_sink(results, models.clone())));
     }
     let mut pc = PublishConfig::from_mqtt(cfg.mqtt.clone(), model_ref(manifest));
     pc.models = Some(models.clone());
+    pc.backend = backend;
     pc.commands = cfg
         .mqtt
         .command_token

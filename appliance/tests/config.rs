@@ -70,14 +70,22 @@ fn bad_values_are_named() {
     ]);
     let err = stderr(&o);
     assert!(err.contains("`broker`") && err.contains("tcp://x"), "{err}");
-    // `gpu` is not in this build: refused when the configuration is read, naming the field.
+    // `gpu` is no engine: refused when the configuration is read, naming the field and
+    // where the GPU path is.
     let o = vigild(&["--model", "/m", "--backend", "gpu", "--print-config"]);
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
     assert!(
-        err.contains("`backend`") && err.contains("not in this build"),
+        err.contains("`backend`") && err.contains("backend = \"ort\" with ep = \"cuda\""),
         "{err}"
     );
+    // ort is a valid name whether or not this build has the engine (loading says which).
+    let o = vigild(&["--model", "/m", "--backend", "ort", "--print-config"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // An execution provider without onnxruntime is refused, naming the field.
+    let o = vigild(&["--model", "/m", "--ep", "cuda", "--print-config"]);
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.contains("`ep`"), "{err}");
 }
 
 #[test]
@@ -127,7 +135,7 @@ fn gpu_backend_is_a_clear_error() {
     let err = stderr(&o);
     assert!(!o.status.success());
     assert!(
-        err.contains("`backend`") && err.contains("not in this build"),
+        err.contains("`backend`") && err.contains("backend = \"ort\" with ep = \"cuda\""),
         "{err}"
     );
 }

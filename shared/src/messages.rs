@@ -151,6 +151,12 @@ pub struct Status {
     /// check compares with the bundle it shipped. Republished after a hot reload.
     #[serde(default)]
     pub model_sha256: String,
+    /// The scoring engine chosen at start, one line: `tract f32, 1 thread`, `ort cuda f32, 1
+    /// thread (onnxruntime …)`, with `(fell back to cpu: …)` when the configured execution
+    /// provider cannot run, and `auto: … (fastest at warm-up …)` for `backend = "auto"`.
+    /// Empty from publishers that do not know it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backend: String,
     /// When this state began (RFC 3339 UTC, ms). For the Last Will `offline`, which the broker
     /// stores at connect time, it is when the lost connection was opened.
     pub since: String,
@@ -476,6 +482,7 @@ mod tests {
             version: "0.1.0".into(),
             model: "m".into(),
             model_sha256: "ab".repeat(32),
+            backend: "ort cpu f32, 1 thread".into(),
             since: rfc3339_from_unix_ms(0),
         };
         let json = serde_json::to_string(&s).unwrap();

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 use vigil_shared::messages::HA_DISCOVERY_PREFIX;
 
-use super::{BackendKind, Config, MaskPolicy};
+use super::{BackendKind, Config, Ep, MaskPolicy};
 use crate::backend::tract::Precision;
 
 /// The effective configuration as it would be written in `vigild.toml`.
@@ -18,6 +18,9 @@ struct Effective<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     frames: Option<u64>,
     backend: BackendKind,
+    ep: Ep,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ort_library: Option<&'a Path>,
     precision: &'static str,
     threads: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +75,8 @@ impl Config {
             budget_ms: self.budget.as_secs_f64() * 1000.0,
             frames: self.frames,
             backend: self.backend,
+            ep: self.ep,
+            ort_library: self.ort_library.as_deref(),
             precision: match self.precision {
                 Precision::F32 => "f32",
                 Precision::Int8 => "int8",

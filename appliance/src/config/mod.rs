@@ -22,9 +22,10 @@ pub use mqtt::{
     MqttConfig, DEFAULT_CAMERA, DEFAULT_DEVICE_ID, DEFAULT_MASKS, DEFAULT_SPOOL_DIR,
     DEFAULT_SPOOL_MB, DEFAULT_STATS_INTERVAL_S, MQTTS_PORT, MQTT_PORT,
 };
-pub use types::{BackendKind, BrokerUrl, MaskPolicy, PixelFormat, Roi, SourceSpec};
+pub use types::{BrokerUrl, MaskPolicy, PixelFormat, Roi, SourceSpec};
 
 use crate::backend::tract::Precision;
+pub use crate::backend::{BackendKind, Ep};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -87,9 +88,20 @@ pub struct Settings {
     /// Run an MQTT broker (rumqttd) inside vigild: the zero-install setup.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub embedded_broker: Option<bool>,
-    /// Scoring backend: tract (CPU; the only one in this build). Default: tract.
+    /// Scoring engine: tract (CPU, always built), ort (onnxruntime, loaded at run time; needs
+    /// a vigild built with `--features ort`) or auto (both timed at warm-up, the faster one
+    /// runs). Default: tract.
     #[arg(long, value_name = "NAME")]
     pub backend: Option<String>,
+    /// onnxruntime's execution provider: cpu, cuda, tensorrt or openvino (backend ort or
+    /// auto). One that cannot run falls back to cpu, said in the log and the status. Default: cpu.
+    #[arg(long, value_name = "EP")]
+    pub ep: Option<String>,
+    /// libonnxruntime to load for backend ort or auto (e.g. the `onnxruntime/capi/
+    /// libonnxruntime.so.1.31.1` of `pip install onnxruntime`). Default: $ORT_DYLIB_PATH, else
+    /// libonnxruntime.so on the loader's search path.
+    #[arg(long, value_name = "FILE")]
+    pub ort_library: Option<PathBuf>,
     /// Exported graph the tract backend runs: f32 (model.onnx) or int8 (model.int8.onnx, from
     /// `vigil export --quantize int8`). Default: f32, which tract runs faster on x86-64
     /// (docs/benchmarks.md, "Inference").
@@ -226,6 +238,10 @@ pub struct Config {
     pub budget: std::time::Duration,
     pub frames: Option<u64>,
     pub backend: BackendKind,
+    /// onnxruntime's execution provider (backend ort or auto).
+    pub ep: Ep,
+    /// libonnxruntime to load (None: `ORT_DYLIB_PATH`, else the loader's search path).
+    pub ort_library: Option<PathBuf>,
     pub precision: Precision,
     pub threads: usize,
     pub roi: Option<Roi>,
@@ -279,6 +295,8 @@ mod tests {
         for (text, field, value) in [
             ("fps = -1.0", "fps", "-1"),
             ("backend = \"cuda\"", "backend", "cuda"),
+            ("backend = \"ort\"\nep = \"rocm\"", "ep", "rocm"),
+            ("ep = \"cuda\"", "ep", "cuda"),
             ("precision = \"int4\"", "precision", "int4"),
             ("threads = 0", "threads", "0"),
             ("broker = \"http://x\"", "broker", "http://x"),

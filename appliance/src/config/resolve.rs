@@ -14,7 +14,7 @@ use super::mqtt::{
 };
 use super::types::parse_size;
 use super::{
-    BackendKind, BrokerUrl, Config, ConfigError, MaskPolicy, PixelFormat, Roi, Settings,
+    BackendKind, BrokerUrl, Config, ConfigError, Ep, MaskPolicy, PixelFormat, Roi, Settings,
     SourceSpec, V4lConfig,
 };
 use crate::backend::tract::Precision;
@@ -90,7 +90,7 @@ impl Settings {
         })?;
         let source = resolve_source(&m)?;
         let timing = resolve_timing(&m, &source)?;
-        let (backend, precision, threads) = resolve_backend(&m)?;
+        let engine = resolve_backend(&m)?;
         let mqtt = resolve_mqtt(&m)?;
         let (roi, v4l) = resolve_v4l(&m, &source, timing.fps)?;
         let (http, http_token) = resolve_http(&m, &mqtt)?;
@@ -101,9 +101,11 @@ impl Settings {
             fps: timing.fps,
             budget: timing.budget,
             frames: timing.frames,
-            backend,
-            precision,
-            threads,
+            backend: engine.backend,
+            ep: engine.ep,
+            ort_library: engine.ort_library,
+            precision: engine.precision,
+            threads: engine.threads,
             roi,
             v4l,
             seed: m.get(|s| &s.seed).0.unwrap_or(0),
@@ -223,19 +225,35 @@ fn resolve_timing(m: &Merge, source: &SourceSpec) -> Result<Timing, ConfigError>
     })
 }
 
-fn resolve_backend(m: &Merge) -> Result<(BackendKind, Precision, usize), ConfigError> {
+/// The engine settings of [`Config`].
+struct Engine {
+    backend: BackendKind,
+    ep: Ep,
+    ort_library: Option<PathBuf>,
+    precision: Precision,
+    threads: usize,
+}
+
+fn resolve_backend(m: &Merge) -> Result<Engine, ConfigError> {
     let (backend, src) = m.get(|s| &s.backend);
-    let backend = match backend.as_deref().unwrap_or("tract") {
-        "tract" => BackendKind::Tract,
-        "gpu" => {
-            return Err(src.bad(
-                "backend",
-                "gpu",
-                "the GPU backend is not in this build; expected tract",
-            ))
-        }
-        other => return Err(src.bad("backend", other, "expected tract")),
+    let backend = match backend {
+        Some(b) => b
+            .parse::<BackendKind>()
+            .map_err(|msg| src.bad("backend", &b, msg))?,
+        None => BackendKind::Tract,
     };
+    let (ep, src) = m.get(|s| &s.ep);
+    let ep = match ep {
+        Some(e) => e.parse::<Ep>().map_err(|msg| src.bad("ep", &e, msg))?,
+        None => Ep::Cpu,
+    };
+    if ep != Ep::Cpu && backend == BackendKind::Tract {
+        return Err(src.bad(
+            "ep",
+            ep,
+            "execution providers are onnxruntime's: set backend = \"ort\" (or \"auto\")",
+        ));
+    }
     let (precision, src) = m.get(|s| &s.precision);
     let precision = match precision.as_deref().unwrap_or("f32") {
         "f32" => Precision::F32,
@@ -247,7 +265,13 @@ fn resolve_backend(m: &Merge) -> Result<(BackendKind, Precision, usize), ConfigE
     if !(1..=64).contains(&threads) {
         return Err(src.bad("threads", threads, "must be between 1 and 64"));
     }
-    Ok((backend, precision, threads))
+    Ok(Engine {
+        backend,
+        ep,
+        ort_library: m.get(|s| &s.ort_library).0,
+        precision,
+        threads,
+    })
 }
 
 fn resolve_mqtt(m: &Merge) -> Result<MqttConfig, ConfigError> {

@@ -48,14 +48,6 @@ impl FromStr for SourceSpec {
     }
 }
 
-/// The scoring engine. Only tract (CPU) is built; `backend = "gpu"` is refused when the
-/// configuration is resolved, naming the field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    Tract,
-}
-
 /// Which scored frames get a mask PNG on `…/<camera>/mask`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -23,6 +23,8 @@ pub struct PublishConfig {
     pub model: ModelRef,
     /// vigild's version, in `status` and discovery.
     pub version: String,
+    /// The scoring engine, in `status` (see [`Status::backend`]).
+    pub backend: String,
     /// Messages (results, reload outcomes) that may queue ahead of the publisher.
     pub queue_capacity: usize,
     pub keep_alive: Duration,
@@ -72,6 +74,7 @@ impl PublishConfig {
             mqtt,
             model,
             version: env!("CARGO_PKG_VERSION").into(),
+            backend: String::new(),
             queue_capacity: 64,
             keep_alive: Duration::from_secs(10),
             reconnect_min: Duration::from_millis(250),
@@ -144,6 +147,7 @@ pub(super) fn status(cfg: &PublishConfig, state: DeviceState, since: SystemTime)
         version: cfg.version.clone(),
         model: cfg.model.id.clone(),
         model_sha256: cfg.model.sha256.clone(),
+        backend: cfg.backend.clone(),
         since: messages::rfc3339_ms(since),
     }
 }
