@@ -48,9 +48,13 @@ bench-loop fps="30" seconds="60":
 bench-loop-patch fps="30" seconds="60" stride="16":
     VARIANT=patch STRIDE={{stride}} bash bench/bench-loop.sh {{fps}} {{seconds}}
 
-# Scoring speed, tract vs onnxruntime, f32 and int8, batch 1 and 8, 1 and 2 threads; see docs/benchmarks.md.
-bench-infer bundle="runs/bench-infer" iters="200":
-    bash bench/bench-infer.sh {{bundle}} {{iters}}
+# The machine's f32 limit: sgemm GFLOP/s on one core and all cores (gemm crate and numpy/OpenBLAS, best of both) and each bench-infer graph's FLOPs; writes runs/bench-peak.json.
+bench-peak n="1536" reps="5":
+    bash bench/bench-peak.sh {{n}} {{reps}}
+
+# Scoring speed of vigild's engines (tract, ort) and onnxruntime-in-Python at 64², 128², 256², f32/int8, batch 1/8, 1/2 threads, as ratios and % of peak; see docs/benchmarks.md.
+bench-infer sizes="64 128 256" iters="30" seconds="2":
+    bash bench/bench-infer.sh "{{sizes}}" {{iters}} {{seconds}}
 
 # Image AUROC of every detector over the Fashion-MNIST one-class tasks (env JOBS=N, SCORES=all, REPORT_ONLY=1: see bench/bench-accuracy.sh); docs/benchmarks.md.
 bench-accuracy detectors="anogan egbad ganomaly alad fanogan gaae wild" classes="0 1 2 3 4 5 6 7 8 9" epochs="2" seeds="1":

@@ -1,72 +1,188 @@
 #!/usr/bin/env bash
-# `just bench-infer`: tract vs onnxruntime on the same exported files (f32 and int8), batch-1
-# latency and batch-8 throughput at 1 and 2 threads, in one run. Writes the table to the
-# "Inference" section of docs/benchmarks.md.
-# Usage: bench/bench-infer.sh [BUNDLE] [ITERS]; without BUNDLE, trains a 32² GANomaly on
-# synthetic metal into runs/bench-infer (one epoch) and exports it.
+# `just bench-infer`: vigild's engines against onnxruntime-in-Python and against the machine's
+# limit. For GANomaly at each size (64², 128², 256² by default; one epoch of synthetic metal
+# into runs/bench-infer-<size>, exported f32 and int8), f32 and int8, 1 and 2 threads:
+# batch-1 latency and batch-8 throughput of tract and of the `ort` backend (vigild's engines,
+# appliance/examples/bench_infer.rs; `ort` when the build with `--features ort` works, set
+# ORT=0 to leave it out) and of onnxruntime in Python on the same file (bench/ort_infer.py),
+# each as a speed ratio to the other engine and to onnxruntime-in-Python, and as a fraction of
+# the peak GEMM rate of `just bench-peak` (run first when runs/bench-peak.json is missing).
+# Records /proc/loadavg and the hypervisor steal. Writes the "Inference" section of
+# docs/benchmarks.md.
+#   bench/bench-infer.sh [SIZES] [ITERS] [SECONDS]   (SECONDS: time cap per batch size per cell)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bundle="${1:-runs/bench-infer}"
-iters="${2:-200}"
+sizes="${1:-64 128 256}"
+iters="${2:-30}"
+seconds="${3:-2}"
+target="${CARGO_TARGET_DIR:-target}"
 
-cargo build --release -q -p vigil-host -p vigil-appliance --example bench_infer
-vigil=target/release/vigil
-if [ ! -f "$bundle/manifest.json" ]; then
-    "$vigil" train --detector ganomaly --data synthetic:metal --image-size 32 --epochs 1 --out "$bundle"
+# --workspace builds (as CI's): the other crates keep the features of `cargo build --workspace`,
+# so nothing but vigil-appliance is rebuilt for the feature.
+engines="tract"
+if [ "${ORT:-1}" != 0 ] &&
+    cargo build --release -q --workspace --features vigil-appliance/ort --bins --example bench_infer; then
+    engines="tract ort"
+else
+    cargo build --release -q --workspace --bins --example bench_infer
 fi
-if [ ! -f "$bundle/model.int8.onnx" ]; then
-    "$vigil" export --model "$bundle" --quantize int8 --calibration 256
-fi
+vigil="$target/release/vigil"
 py="$(bash tests/support/ort-venv.sh)"
+ORT_DYLIB_PATH="$("$py" -c 'import glob, os, onnxruntime as o; print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), "capi", "libonnxruntime.so*")))[0])')"
+export ORT_DYLIB_PATH
 
+for s in $sizes; do
+    b="runs/bench-infer-$s"
+    if [ ! -f "$b/manifest.json" ]; then
+        # Timing depends on the graph's shape only, not on how well it is trained: 64² trains
+        # one epoch of synthetic metal (1000 images, as bench-loop does); larger sizes one epoch
+        # of a 16-image `vigil synth` metal folder (one step of batch 8), since a 1000-image epoch at 256²
+        # takes a long time on a small shared CPU.
+        if [ "$s" -le 64 ]; then
+            data=synthetic:metal
+        else
+            data="folder:runs/bench-infer-synth-$s"
+            [ -d "runs/bench-infer-synth-$s/train" ] ||
+                "$vigil" synth --kind metal --count 16 --size "$s" --out "runs/bench-infer-synth-$s"
+        fi
+        "$vigil" train --detector ganomaly --data "$data" --image-size "$s" --channels 1 --epochs 1 --batch 8 --out "$b"
+    fi
+    if [ ! -f "$b/model.int8.onnx" ]; then
+        cal=64; [ "$s" -gt 64 ] && cal=8
+        "$vigil" export --model "$b" --quantize int8 --calibration "$cal"
+    fi
+done
+peak=runs/bench-peak.json
+missing=0
+for s in $sizes; do
+    "$py" -c 'import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1]))["model_flops"])' \
+        "$peak" "runs/bench-infer-$s/model.onnx" 2>/dev/null || missing=1
+done
+if [ "$missing" = 1 ]; then
+    models=()
+    for s in $sizes; do models+=("runs/bench-infer-$s/model.onnx"); done
+    bash bench/bench-peak.sh 1536 5 "${models[@]}"
+fi
+
+steal() { awk '/^cpu /{print $9}' /proc/stat; }
+load0="$(cut -d' ' -f1-3 /proc/loadavg)"
+steal0=$(steal)
+t0=$(date +%s)
 results="$(mktemp)"
-for threads in 1 2; do
-    for p in f32 int8; do
-        file="$bundle/model.onnx"; [ "$p" = int8 ] && file="$bundle/model.int8.onnx"
-        target/release/examples/bench_infer "$bundle" "$p" "$threads" "$iters" >>"$results"
-        "$py" bench/ort_infer.py "$file" "$p" "$threads" "$iters" >>"$results"
+for s in $sizes; do
+    b="runs/bench-infer-$s"
+    for threads in 1 2; do
+        for p in f32 int8; do
+            file="$b/model.onnx"; [ "$p" = int8 ] && file="$b/model.int8.onnx"
+            for e in $engines; do
+                "$target/release/examples/bench_infer" "$b" "$e" "$p" "$threads" "$iters" "$seconds" >>"$results"
+            done
+            "$py" bench/ort_infer.py "$file" "$p" "$threads" "$iters" "$seconds" >>"$results"
+        done
     done
 done
+steal_ms=$(( ($(steal) - steal0) * 1000 / $(getconf CLK_TCK) ))
+load1="$(cut -d' ' -f1-3 /proc/loadavg)"
+wall=$(( $(date +%s) - t0 ))
 
-"$py" - "$results" "$bundle" "$iters" <<'PY'
-import json, os, platform, subprocess, sys
+"$py" - "$results" "$peak" "$iters" "$seconds" "$load0" "$load1" "$steal_ms" "$wall" "$ORT_DYLIB_PATH" <<'PY'
+import json, os, sys, time
 rows = [json.loads(l) for l in open(sys.argv[1])]
-bundle, iters = sys.argv[2], sys.argv[3]
-get = lambda rt, p, t: next(r for r in rows if r["runtime"] == rt and r["precision"] == p and r["threads"] == t)
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
-m = json.load(open(os.path.join(bundle, "manifest.json")))
+peak = json.load(open(sys.argv[2]))
+iters, seconds, load0, load1, steal_ms, wall, lib = sys.argv[3:10]
+steal_ms, wall = int(steal_ms), int(wall)
+cores = peak["cores"]
+single, allc = peak["peak_gflops"]["single"], peak["peak_gflops"]["all"]
+
+def peak_for(t):
+    # t threads can at best do t single cores' work, and never more than all cores together.
+    return min(t * single, allc)
+
+def get(rt, size, p, t):
+    return next((r for r in rows if r["runtime"] == rt and r["size"] == size
+                 and r["precision"] == p and r["threads"] == t), None)
+
+# On a box busier than its core count, wall time mostly measures the scheduler: 1-thread cells
+# then use the calling thread's CPU time per run (what an idle core would take); 2-thread cells
+# keep the wall time (their work is spread over a pool).
+busy = float(load0.split()[0]) > cores
+def b1(r):
+    return r["b1_cpu_ms"] if busy and r["threads"] == 1 else r["b1_ms"]
+def b8(r):
+    return r["b8_cpu_ms"] if busy and r["threads"] == 1 else r["b8_ms"]
+
+names = {"tract": "tract", "ort": "ort (vigild)", "onnxruntime": "onnxruntime-py"}
+other = {"tract": "ort", "ort": "tract"}
+sizes = sorted({r["size"] for r in rows})
+m0 = json.load(open(f"runs/bench-infer-{sizes[0]}/manifest.json"))
 lines = [
     "## Inference",
     "",
-    f"`just bench-infer` on {cpu} ({os.cpu_count()} cores, shared with other jobs), "
-    f"{m['detector']} {m['input']['channels']}×{m['input']['height']}² score `{m['score']['name']}`, "
-    f"median of {iters} runs per cell after warm-up. tract: the appliance backend (plans optimised for batch 1 "
-    "and 8 at load); onnxruntime: CPUExecutionProvider, all graph optimisations. Same files for both.",
+    f"`just bench-infer` (bench/bench-infer.sh) on {peak['cpu']} ({cores} cores, shared with other jobs: "
+    f"load average {load0} before, {load1} after; hypervisor steal {steal_ms} ms over the {wall} s run), "
+    f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. GANomaly {m0['input']['channels']}-channel, "
+    f"score `{m0['score']['name']}`, one epoch of synthetic metal per size (64²: the 1000-image `synthetic:metal`; "
+    "larger: a 16-image `vigil synth` folder, one step of batch 8; timing depends on the graph's shape only). Median of up to {iters} runs per "
+    f"cell after warm-up, each cell capped at {seconds} s per batch size (at least 3 runs). "
+    "tract and ort (vigild): the appliance backends (`bench_infer`), with their preallocated buffers; "
+    "onnxruntime-py: onnxruntime "
+    f"in Python on the same file (`bench/ort_infer.py`), CPUExecutionProvider, all graph optimisations; "
+    f"ort (vigild) loads the same wheel's library ({os.path.basename(lib)}).",
     "",
-    "| threads | precision | tract b1 ms | ort b1 ms | ort/tract latency | tract b8 img/s | ort b8 img/s | tract/ort throughput |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    f"Peak: `just bench-peak` sgemm {peak['gemm'][0]['n']}², best of the gemm crate and numpy/OpenBLAS: "
+    f"{single:.1f} GFLOP/s on one core, {allc:.1f} GFLOP/s on {cores} cores "
+    f"(measured {peak['at']}, load average {peak['loadavg_before']}). "
+    "% peak = the graph's Conv/ConvTranspose/Gemm/MatMul FLOPs (2·MACs, `bench/onnx_flops.py`) per second "
+    "over the peak for that many threads (min(threads × single core, all cores)). "
+    "× py: speed relative to onnxruntime-py on the same file, cell by cell (above 1: faster); "
+    "× other: relative to vigild's other engine."
+    + (f" The load average ({load0}) was above the {cores} cores: the 1-thread cells give the median CPU "
+       "time of the scoring thread per run (what an idle core would take), the 2-thread cells wall time, "
+       "which on this load measures the scheduler as much as the engines." if busy else ""),
+    "",
 ]
-for t in (1, 2):
-    for p in ("f32", "int8"):
-        a, b = get("tract", p, t), get("onnxruntime", p, t)
-        lines.append(f"| {t} | {p} | {a['b1_ms']:.3f} | {b['b1_ms']:.3f} | {b['b1_ms']/a['b1_ms']:.2f} | "
-                     f"{a['b8_img_s']:.0f} | {b['b8_img_s']:.0f} | {a['b8_img_s']/b['b8_img_s']:.2f} |")
-for t in (1, 2):
-    f, q = get("tract", "f32", t), get("tract", "int8", t)
+for size in sizes:
+    f = peak["model_flops"][f"runs/bench-infer-{size}/model.onnx"]
+    lines += [f"### {size}² ({f['1'] / 1e6:.1f} MFLOP per image)", "",
+              "| threads | precision | engine | b1 ms | b1 × py | b1 × other | b1 % peak | b8 img/s | b8 × py | b8 × other | b8 % peak |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for t in (1, 2):
+        for p in ("f32", "int8"):
+            ref = get("onnxruntime", size, p, t)
+            for rt in ("tract", "ort", "onnxruntime"):
+                r = get(rt, size, p, t)
+                if r is None:
+                    continue
+                o = get(other[rt], size, p, t) if rt in other else None
+                b1p = 100 * f["1"] / (b1(r) / 1e3) / 1e9 / peak_for(t)
+                b8p = 100 * f["8"] / (b8(r) / 1e3) / 1e9 / peak_for(t)
+                lines.append(
+                    f"| {t} | {p} | {names[rt]} | {b1(r):.3f} | "
+                    f"{b1(ref) / b1(r):.2f} | {b1(o) / b1(r) if o else float('nan'):.2f} | {b1p:.1f} | "
+                    f"{8000 / b8(r):.1f} | {b8(ref) / b8(r):.2f} | "
+                    f"{b8(o) / b8(r) if o else float('nan'):.2f} | {b8p:.1f} |")
     lines.append("")
-    lines.append(f"tract int8 vs f32 at {t} thread(s): latency ×{f['b1_ms']/q['b1_ms']:.2f}, throughput ×{q['b8_img_s']/f['b8_img_s']:.2f}.")
-section = "\n".join(lines) + "\n"
+    for rt in ("tract", "ort"):
+        for t in (1, 2):
+            fr, q = get(rt, size, "f32", t), get(rt, size, "int8", t)
+            if fr and q:
+                lines.append(f"- {size}², {names[rt]}, {t} thread(s): int8 vs f32 latency ×{b1(fr) / b1(q):.2f}, "
+                             f"throughput ×{b8(fr) / b8(q):.2f} (above 1: int8 faster).")
+    lines.append("")
+section = "\n".join(lines).rstrip("\n").replace("| nan |", "| – |") + "\n"
+section = section.replace(" nan |", " – |")
 print(section)
+json.dump(rows, open("runs/bench-infer.json", "w"), indent=1)
 path = "docs/benchmarks.md"
 text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-start = text.find("## Inference")
+start = text.find("## Inference\n")
 if start >= 0:
     end = text.find("\n## ", start + 1)
-    text = text[:start] + section + ("" if end < 0 else text[end + 1:])
+    text = text[:start] + section + ("" if end < 0 else "\n" + text[end + 1:])
 else:
     text = text.rstrip("\n") + "\n\n" + section
 open(path, "w").write(text)
-print(f"wrote the Inference section of {path}")
+print(f"wrote the Inference section of {path} and runs/bench-infer.json")
 PY
 rm -f "$results"
