@@ -25,6 +25,19 @@ pub(crate) struct CheckedFile {
     pub graph: [usize; 3],
 }
 
+impl CheckedFile {
+    /// The batch sizes an engine prepares for: 1 and `max_batch`, or in patch mode only `T`
+    /// (each frame's tiles run as one batch).
+    pub fn batch_sizes(&self, max_batch: usize) -> Vec<usize> {
+        let mut sizes = match &self.tiling {
+            Some(t) => vec![t.count()],
+            None => vec![1, max_batch],
+        };
+        sizes.dedup();
+        sizes
+    }
+}
+
 /// Loads the manifest of `dir`, verifies `model.onnx` (or `model.int8.onnx`) against it and
 /// checks the graph's interface.
 pub(crate) fn check_file(dir: &Path, precision: Precision) -> Result<CheckedFile, BackendError> {

@@ -236,6 +236,8 @@ impl OrtBackend {
         }
         let library = library_path(opts.library.as_deref());
         let env = environment(&library)?;
+        let checked = check_file(dir, opts.precision)?;
+        let sizes = checked.batch_sizes(opts.max_batch);
         let CheckedFile {
             manifest,
             path,
@@ -243,14 +245,8 @@ impl OrtBackend {
             tiling,
             graph,
             ..
-        } = check_file(dir, opts.precision)?;
+        } = checked;
         let (session, ep, fallback) = session_or_cpu(&env, &path, opts.ep, opts.threads)?;
-        // Patch mode runs each frame's tiles as one batch: outputs for `T` only.
-        let mut sizes = match &tiling {
-            Some(t) => vec![t.count()],
-            None => vec![1, opts.max_batch],
-        };
-        sizes.dedup();
         let plans = plans(&path, &sizes, graph)?;
         Ok(Self {
             manifest,

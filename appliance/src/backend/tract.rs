@@ -93,6 +93,8 @@ impl TractBackend {
                 opts.max_batch, opts.threads
             )));
         }
+        let checked = check_file(dir, opts.precision)?;
+        let sizes = checked.batch_sizes(opts.max_batch);
         let CheckedFile {
             manifest,
             path,
@@ -100,14 +102,8 @@ impl TractBackend {
             proto,
             tiling,
             graph: [c, h, w],
-        } = check_file(dir, opts.precision)?;
+        } = checked;
         let onnx = tract_onnx::onnx();
-        // Patch mode runs each frame's tiles as one batch: a single plan for `T`.
-        let mut sizes = match &tiling {
-            Some(t) => vec![t.count()],
-            None => vec![1, opts.max_batch],
-        };
-        sizes.dedup();
         let mut plans = Vec::with_capacity(sizes.len());
         for batch in sizes {
             let plan = onnx
