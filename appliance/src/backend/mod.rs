@@ -212,10 +212,10 @@ fn threads_name(n: usize) -> String {
 }
 
 /// tract's int8 kernels on x86-64 (tract 0.23.9: i32 multiplies, no VNNI) run the int8 graph
-/// ~30× slower than the f32 one (docs/benchmarks.md, "Inference"): int8 stays opt-in there.
+/// 20–28× slower than the f32 one (docs/benchmarks.md, "Inference"): int8 stays opt-in there.
 fn tract_int8_warning(spec: &EngineSpec) -> Option<String> {
     (spec.precision == Precision::Int8 && cfg!(target_arch = "x86_64")).then(|| {
-        "precision int8 with tract on x86-64: tract runs model.int8.onnx about 30× slower than \
+        "precision int8 with tract on x86-64: tract runs model.int8.onnx 20–28× slower than \
          model.onnx here (docs/benchmarks.md, \"Inference\"); use precision f32, or backend ort"
             .to_string()
     })
