@@ -34,6 +34,7 @@ fn config(port: u16, device: &str, spool: &Path) -> PublishConfig {
     c.reconnect_max = Duration::from_millis(500);
     c.drain_timeout = Duration::from_secs(10);
     c.queue_capacity = 1024;
+    c.backend = "tract f32, 1 thread".into();
     c
 }
 
@@ -195,6 +196,8 @@ fn full_run(port: u16, device: &str) {
     assert!(st[0].retain);
     assert_eq!(json(&st[0].payload)["state"], "online");
     assert_eq!(json(&st[0].payload)["model"], "test-model");
+    // The engine line vigild hands the publisher (docs/mqtt.md, "Status").
+    assert_eq!(json(&st[0].payload)["backend"], "tract f32, 1 thread");
     let node = format!("vigil_{device}");
     for t in [
         format!("homeassistant/sensor/{node}/cam0_score/config"),
