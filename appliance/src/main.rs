@@ -262,19 +262,17 @@ fn serve(cfg: &Config) -> Result<()> {
     );
     let models = ModelTable::new(model_ref(&manifest));
     let mut reloader = spawn_reloader(cfg, &manifest, &mut pipeline, &models, &telemetry)?;
-    let sink = start_sink(cfg, &manifest, results, &models, &telemetry, &mut reloader, engine)?;
+    let sink = start_sink(
+        cfg,
+        &manifest,
+        results,
+        &models,
+        &telemetry,
+        &mut reloader,
+        engine,
+    )?;
     let live = start_live(cfg, &manifest, &pipeline, &telemetry, &sink)?;
-    let snapshots = match &sink {
-        Sink::Mqtt(p) => Snapshots::start(
-            cfg.mqtt.snapshots,
-            cfg.mqtt.snapshot_interval,
-            cfg.mqtt.snapshot_quality,
-            pipeline.view(),
-            p.handle(),
-        )
-        .context("cannot start the snapshot thread")?,
-        Sink::Stdout(_) => None,
-    };
+    let snapshots = start_snapshots(cfg, &pipeline, &sink)?;
 
     // The camera starts last, once the model is warm and the sink is up: a frame captured
     // during start-up would wait for it and count as a deadline miss.
@@ -333,6 +331,21 @@ fn spawn_reloader(
         retired,
     )
     .context("cannot start the reload thread")
+}
+
+/// Snapshots on `…/<camera>/snapshot`, when publishing to a broker and configured.
+fn start_snapshots(cfg: &Config, pipeline: &Pipeline, sink: &Sink) -> Result<Option<Snapshots>> {
+    match sink {
+        Sink::Mqtt(p) => Snapshots::start(
+            cfg.mqtt.snapshots,
+            cfg.mqtt.snapshot_interval,
+            cfg.mqtt.snapshot_quality,
+            pipeline.view(),
+            p.handle(),
+        )
+        .context("cannot start the snapshot thread"),
+        Sink::Stdout(_) => Ok(None),
+    }
 }
 
 /// The live view (`--http`), when configured.

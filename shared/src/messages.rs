@@ -151,10 +151,8 @@ pub struct Status {
     /// check compares with the bundle it shipped. Republished after a hot reload.
     #[serde(default)]
     pub model_sha256: String,
-    /// The scoring engine chosen at start, one line: `tract f32, 1 thread`, `ort cuda f32, 1
-    /// thread (onnxruntime …)`, with `(fell back to cpu: …)` when the configured execution
-    /// provider cannot run, and `auto: … (fastest at warm-up …)` for `backend = "auto"`.
-    /// Empty from publishers that do not know it.
+    /// The scoring engine chosen at start, one line for people (`tract f32, 1 thread`, `ort cuda
+    /// …`, `auto: …`; docs/mqtt.md, "Status"). Empty from publishers that do not know it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub backend: String,
     /// When this state began (RFC 3339 UTC, ms). For the Last Will `offline`, which the broker
