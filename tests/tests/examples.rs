@@ -57,6 +57,7 @@ fn sample(kind: &str) -> Option<Value> {
                 version: "0.1.0".into(),
                 model: model.id,
                 model_sha256: model.sha256,
+                backend: "tract f32, 1 thread".into(),
                 since: "2026-12-01T00:00:00.000Z".into(),
             })
             .unwrap(),
