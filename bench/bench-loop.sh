@@ -17,7 +17,8 @@ secs=${2:-60}
 variant=${VARIANT:-whole}
 stride=${STRIDE:-16}
 
-cargo build --release -p vigil-host -p vigil-appliance
+# --workspace: the same features as `cargo test --workspace`, so one build serves both.
+cargo build --release --workspace
 if [ "$variant" = patch ]; then
   model=runs/bench-loop-patch-s$stride
   out=runs/bench-loop-patch
