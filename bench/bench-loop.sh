@@ -8,6 +8,7 @@
 # $STRIDE, default 16: 225 tiles per frame, each frame's tiles one tract run, maps stitched).
 # SINK=mqtt: results go to vigild's embedded broker instead of stdout, through the write-ahead
 # spool (every result appended, fsynced every 100 ms), to compare the loop's overhead with it.
+# BACKEND=ort: the onnxruntime backend instead of tract.
 # HTTP=1: vigild also serves the live view (--http) with nobody watching; VIEWER=1: and a viewer
 # polls it as the page does (the newest overlay as fast as they come, /api/state twice a second).
 set -euo pipefail
@@ -17,8 +18,19 @@ secs=${2:-60}
 variant=${VARIANT:-whole}
 stride=${STRIDE:-16}
 
+# BACKEND=ort: vigild built with the ort feature, on PyPI onnxruntime's library
+# (tests/support/ort-venv.sh), `--backend ort` (CPU provider).
+backend_args=()
+features=()
+if [ "${BACKEND:-tract}" = ort ]; then
+  py="$(bash tests/support/ort-venv.sh)"
+  ORT_DYLIB_PATH="$("$py" -c 'import glob, os, onnxruntime as o; print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), "capi", "libonnxruntime.so*")))[0])')"
+  export ORT_DYLIB_PATH
+  backend_args=(--backend ort)
+  features=(--features vigil-appliance/ort)
+fi
 # --workspace: the same features as `cargo test --workspace`, so one build serves both.
-cargo build --release --workspace
+cargo build --release --workspace "${features[@]}"
 if [ "$variant" = patch ]; then
   model=runs/bench-loop-patch-s$stride
   out=runs/bench-loop-patch
@@ -114,7 +126,7 @@ steal() { awk '/^cpu /{print $9}' /proc/stat; }
 steal0=$(steal)
 target/release/vigild --model "$model" "${source_args[@]}" --fps "$fps" --frames "$frames" \
   --threads "${THREADS:-1}" \
-  --masks anomalous "${sink_args[@]}" >"$out/results.jsonl" 2>"$out/vigild.log"
+  --masks anomalous "${sink_args[@]}" "${backend_args[@]}" >"$out/results.jsonl" 2>"$out/vigild.log"
 steal_ms=$(( ($(steal) - steal0) * 1000 / $(getconf CLK_TCK) ))
 if [ -n "$viewer_pid" ]; then
   kill "$viewer_pid" 2>/dev/null || true
