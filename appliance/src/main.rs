@@ -229,16 +229,7 @@ fn serve(cfg: &Config) -> Result<()> {
     let manifest = Manifest::load_verified(&cfg.model)?;
     vigil_appliance::log_info!("{}", describe_bundle(&cfg.model, &manifest));
     if cfg.mqtt.embedded_broker {
-        let auth = cfg
-            .mqtt
-            .username
-            .clone()
-            .map(|username| publish::Credentials {
-                username,
-                password: cfg.mqtt.password.clone().unwrap_or_default(),
-            });
-        let b = publish::start_embedded_broker_with(embedded_addr(cfg)?, auth)?;
-        vigil_appliance::log_info!("embedded MQTT broker on mqtt://{}", b.addr);
+        start_broker(cfg)?;
     }
     // The source first: a missing camera or folder is reported before the model loads.
     let source = capture::open(cfg, manifest.input.channels)?;
@@ -269,9 +260,11 @@ fn serve(cfg: &Config) -> Result<()> {
         &models,
         &telemetry,
         &mut reloader,
-        engine,
+        engine.clone(),
     )?;
-    let live = start_live(cfg, &manifest, &pipeline, &telemetry, &sink)?;
+    let live = start_live(
+        cfg, &manifest, &pipeline, &models, &telemetry, &sink, engine,
+    )?;
     let snapshots = start_snapshots(cfg, &pipeline, &sink)?;
 
     // The camera starts last, once the model is warm and the sink is up: a frame captured
@@ -348,13 +341,30 @@ fn start_snapshots(cfg: &Config, pipeline: &Pipeline, sink: &Sink) -> Result<Opt
     }
 }
 
+/// `--embedded-broker`: rumqttd inside vigild, with the MQTT login when one is set.
+fn start_broker(cfg: &Config) -> Result<()> {
+    let auth = cfg
+        .mqtt
+        .username
+        .clone()
+        .map(|username| publish::Credentials {
+            username,
+            password: cfg.mqtt.password.clone().unwrap_or_default(),
+        });
+    let b = publish::start_embedded_broker_with(embedded_addr(cfg)?, auth)?;
+    vigil_appliance::log_info!("embedded MQTT broker on mqtt://{}", b.addr);
+    Ok(())
+}
+
 /// The live view (`--http`), when configured.
 fn start_live(
     cfg: &Config,
     manifest: &Manifest,
     pipeline: &Pipeline,
+    models: &Arc<ModelTable>,
     telemetry: &Arc<Telemetry>,
     sink: &Sink,
+    backend: String,
 ) -> Result<Option<Live>> {
     let Some(addr) = cfg.http else {
         return Ok(None);
@@ -382,7 +392,9 @@ fn start_live(
             sha256: model.sha256,
             threshold: manifest.normalisation.threshold,
             input: format!("{}×{}×{}", i.channels, i.height, i.width),
+            backend,
         },
+        models: Some(models.clone()),
         device: cfg.mqtt.device_id.clone(),
         camera: cfg.mqtt.camera.clone(),
         // Three frame intervals, and never under 5 s (a slow model, a paused replay).

@@ -106,6 +106,8 @@ fn check_routes(port: u16) {
     let s: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(s["roi"], serde_json::json!(ROI), "{s}");
     assert_eq!(s["model"]["detector"], "ganomaly");
+    let engine = s["model"]["backend"].as_str().unwrap_or_default();
+    assert!(engine.starts_with("tract f32"), "the engine line: {s}");
     assert!(s["frames"].as_u64().unwrap() > 0);
     assert!(s["last"]["anomalous"].is_boolean(), "{s}");
 

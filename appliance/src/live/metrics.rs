@@ -23,6 +23,8 @@ pub struct ModelInfo {
     pub threshold: f32,
     /// e.g. `1×64×64`.
     pub input: String,
+    /// The engine line vigild logged at start, e.g. `tract f32, 1 thread`.
+    pub backend: String,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
@@ -60,11 +62,12 @@ fn histogram(out: &mut String, t: &Telemetry, stage: Stage, name: &str, help: &s
 pub fn render(t: &Telemetry, model: &ModelInfo, publisher: Option<&PublisherStats>) -> String {
     let mut o = String::with_capacity(4096);
     let labels = format!(
-        "model=\"{}\",detector=\"{}\",sha256=\"{}\",input=\"{}\"",
+        "model=\"{}\",detector=\"{}\",sha256=\"{}\",input=\"{}\",backend=\"{}\"",
         label(&model.id),
         label(&model.detector),
         label(&model.sha256),
-        label(&model.input)
+        label(&model.input),
+        label(&model.backend)
     );
     let help = "The model bundle being scored (always 1).";
     let _ = writeln!(

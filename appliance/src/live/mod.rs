@@ -29,6 +29,7 @@ pub use snapshot::Snapshots;
 
 use crate::pipeline::{Telemetry, ViewTap};
 use crate::publish::PublisherHandle;
+use crate::reload::ModelTable;
 
 /// The page, served as is.
 const PAGE: &str = include_str!("page.html");
@@ -100,10 +101,23 @@ pub struct Sources {
     pub telemetry: Arc<Telemetry>,
     pub publisher: Option<PublisherHandle>,
     pub model: ModelInfo,
+    /// The models run so far: after a hot reload the page and `/metrics` name the newest.
+    pub models: Option<Arc<ModelTable>>,
     pub device: String,
     pub camera: String,
     /// `/healthz` fails when no frame was scored for this long.
     pub stale_after: Duration,
+}
+
+impl Sources {
+    /// [`Sources::model`] with the id and checksum of the newest model (hot reloads).
+    fn model_now(&self) -> ModelInfo {
+        let mut m = self.model.clone();
+        if let Some(latest) = self.models.as_ref().map(|t| t.latest()) {
+            (m.id, m.sha256) = (latest.id, latest.sha256);
+        }
+        m
+    }
 }
 
 /// The running server; stops when dropped.
@@ -280,7 +294,7 @@ fn serve(conn: TcpStream, shared: &Shared, stop: &AtomicBool) -> io::Result<()> 
         }
         "/metrics" => {
             let stats = src.publisher.as_ref().map(PublisherHandle::stats);
-            let body = metrics::render(&src.telemetry, &src.model, stats.as_ref());
+            let body = metrics::render(&src.telemetry, &src.model_now(), stats.as_ref());
             respond(
                 &conn,
                 200,

@@ -67,12 +67,12 @@ pub(super) fn json(src: &Sources, rate: &Rate) -> Value {
         json!({"frame_id": id, "normalized_score": s, "anomalous": s >= 0.5})
     });
     let roi = src.view.roi().map(|r| json!([r.x, r.y, r.w, r.h]));
-    let m = &src.model;
+    let m = &src.model_now();
     json!({
         "device": src.device,
         "camera": src.camera,
         "model": {"id": m.id, "detector": m.detector, "input": m.input,
-                  "threshold": m.threshold, "sha256": m.sha256},
+                  "threshold": m.threshold, "sha256": m.sha256, "backend": m.backend},
         "roi": roi,
         "frames": frames,
         "fps": rate.fps(frames),
@@ -103,6 +103,7 @@ mod tests {
             telemetry: Arc::new(Telemetry::new(Arc::default())),
             publisher: None,
             model: ModelInfo::default(),
+            models: None,
             device: "d".into(),
             camera: "c".into(),
             stale_after,
