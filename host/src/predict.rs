@@ -12,9 +12,9 @@ use anyhow::{bail, Context, Result};
 use image::{Rgb, RgbImage};
 use serde::Serialize;
 use vigil_shared::manifest::Manifest;
-use vigil_shared::mask::{heat_colour, sample_bilinear};
+use vigil_shared::mask::{heat_blend, heat_colour, sample_bilinear};
 
-use crate::data::folder::{decode, Decoded, EXTENSIONS};
+use crate::data::folder::{decode, list_images, Decoded, EXTENSIONS};
 use crate::patch::GraphScorer;
 
 /// Overlay panels are scaled to this height.
@@ -43,19 +43,10 @@ pub struct Prediction {
 
 /// The image files of `inputs`: files as given, folders' images (not recursive) by name.
 pub fn list_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let is_image = |p: &Path| {
-        p.extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-    };
     let mut files = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .with_context(|| format!("{}: cannot list the folder", input.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && is_image(p))
-                .collect();
+            let found = list_images(input)?;
             if found.is_empty() {
                 bail!(
                     "{}: no image files ({}) in the folder",
@@ -63,7 +54,6 @@ pub fn list_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
                     EXTENSIONS.join(", ")
                 );
             }
-            found.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
             files.extend(found);
         } else if input.is_file() {
             files.push(input.clone());
@@ -189,8 +179,7 @@ fn panels(img: &Decoded, map: &[f32], mw: usize, mh: usize, map_hi: f32) -> RgbI
             };
             let t = (sample_bilinear(map, mw, mh, u, v) / map_hi).clamp(0.0, 1.0);
             let heat = heat_colour(t);
-            let alpha = 0.15 + 0.6 * t;
-            let blend: [f32; 3] = std::array::from_fn(|k| rgb[k] * (1.0 - alpha) + heat[k] * alpha);
+            let blend = heat_blend(rgb, t);
             out.put_pixel(x, y, Rgb(rgb.map(|v| v as u8)));
             out.put_pixel(pw + 4 + x, y, Rgb(heat.map(|v| v as u8)));
             out.put_pixel(2 * (pw + 4) + x, y, Rgb(blend.map(|v| v as u8)));

@@ -410,3 +410,53 @@ fn bash_completion_loads_and_completes_subcommands() {
     );
     assert_clean_error(&vigil(&["completions", "cmd.exe"]), "cmd.exe");
 }
+
+/// `vigil predict`'s bad inputs: a bundle not exported yet (says how to export it), an input
+/// that does not exist, a folder without images; each one clear line, no panic.
+#[test]
+fn predict_bad_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = copy_bundle(dir.path());
+    let b = bundle.to_str().unwrap();
+    let img = dir.path().join("part.png");
+    image::GrayImage::new(40, 30).save(&img).unwrap();
+    let img = img.to_str().unwrap();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    assert_clean_error(
+        &vigil(&["predict", "--model", b, img, "--out", out]),
+        "vigil export --model",
+    );
+    ok(vigil(&["export", "--model", b]));
+    assert_clean_error(
+        &vigil(&[
+            "predict",
+            "--model",
+            b,
+            "/nonexistent/part.png",
+            "--out",
+            out,
+        ]),
+        "/nonexistent/part.png: no such file or folder",
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_clean_error(
+        &vigil(&[
+            "predict",
+            "--model",
+            b,
+            empty.to_str().unwrap(),
+            "--out",
+            out,
+        ]),
+        "no image files",
+    );
+    // And the good input scores (exit 0 or 3: its verdict, not an error).
+    let o = vigil(&["predict", "--model", b, img, "--out", out]);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(3)),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -167,6 +167,14 @@ pub fn heat_colour(t: f32) -> [f32; 3] {
     ]
 }
 
+/// `rgb` (0–255) with the heat colour of `t` in [0, 1] blended over it, more opaque the hotter,
+/// so the texture under low values stays visible: vigild's overlays and `vigil predict`'s.
+pub fn heat_blend(rgb: [f32; 3], t: f32) -> [f32; 3] {
+    let heat = heat_colour(t);
+    let alpha = 0.15 + 0.6 * t;
+    std::array::from_fn(|k| rgb[k] * (1.0 - alpha) + heat[k] * alpha)
+}
+
 /// Bilinear sample of a `h × w` map at (u, v) in [0, 1]² (pixel centres at (i + 0.5) / n).
 pub fn sample_bilinear(map: &[f32], w: usize, h: usize, u: f32, v: f32) -> f32 {
     if w == 0 || h == 0 || map.len() < w * h {

@@ -8,7 +8,7 @@
 use image::codecs::jpeg::JpegEncoder;
 use image::{ExtendedColorType, ImageError};
 
-use vigil_shared::mask::{heat_colour, sample_bilinear};
+use vigil_shared::mask::{heat_blend, sample_bilinear};
 
 use crate::pipeline::View;
 
@@ -37,11 +37,7 @@ pub fn overlay_rgb(v: &View) -> (usize, usize, Vec<u8>) {
                 let u = (sx - rx) as f32 / rw as f32;
                 let m = sample_bilinear(&v.map, v.map_w, v.map_h, u, (sy - ry) as f32 / rh as f32);
                 let t = (m / v.map_hi).clamp(0.0, 1.0);
-                let heat = heat_colour(t);
-                let alpha = 0.15 + 0.6 * t;
-                for k in 0..3 {
-                    rgb[k] = rgb[k] * (1.0 - alpha) + heat[k] * alpha;
-                }
+                rgb = heat_blend(rgb, t);
             }
             out[(y * w + x) * 3..][..3].copy_from_slice(&rgb.map(|c| c as u8));
         }

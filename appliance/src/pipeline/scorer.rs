@@ -262,6 +262,7 @@ impl Pipeline {
                 score,
                 normalized_score: self.norm.normalise(score),
                 anomalous,
+                at: t_post,
             },
         );
         let end = Instant::now();

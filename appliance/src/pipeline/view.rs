@@ -78,6 +78,8 @@ pub(crate) struct Scored<'a> {
     pub score: f32,
     pub normalized_score: f32,
     pub anomalous: bool,
+    /// When it was scored (the loop's own clock reading: no extra one per frame).
+    pub at: Instant,
 }
 
 /// Shared between the scoring loop and the viewers.
@@ -165,7 +167,7 @@ impl ViewTap {
     /// Called by the loop for every scored frame: records the score for the chart and, when
     /// wanted, copies the frame without ever waiting for a viewer (a busy slot is skipped).
     pub(crate) fn offer(&self, frame: &Frame, s: &Scored) {
-        let now = self.started.elapsed().as_nanos() as u64;
+        let now = s.at.saturating_duration_since(self.started).as_nanos() as u64;
         self.last_ns.store(now + 1, Ordering::Relaxed);
         let at = self.head.fetch_add(1, Ordering::Relaxed) as usize % HISTORY;
         let packed = (s.frame_id << 32) | u64::from(s.normalized_score.to_bits());
@@ -207,6 +209,7 @@ impl ViewTap {
             score: 0.0,
             normalized_score: 0.0,
             anomalous: false,
+            at: Instant::now(),
         };
         self.offer(frame, &s);
     }
@@ -262,6 +265,7 @@ mod tests {
             score: 0.1,
             normalized_score: id as f32 / 10.0,
             anomalous,
+            at: Instant::now(),
         }
     }
 

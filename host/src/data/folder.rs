@@ -120,7 +120,7 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 /// Image files directly in `dir`, sorted by name.
-fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(read_dir_sorted(dir)?
         .into_iter()
         .filter(|p| {
