@@ -202,6 +202,42 @@ fn check_metrics(port: u16, dir: &Path) {
     );
 }
 
+/// Runs a browser with its output in files (its helper processes keep pipes open) in a process
+/// group of its own, killed whole when it exits or runs past `limit`: a browser that hangs
+/// fails the test with what it printed instead of stalling the run. (stdout, stderr).
+fn run_bounded(mut c: Command, dir: &Path, limit: Duration) -> (String, String) {
+    use std::os::unix::process::CommandExt;
+    let (out, err) = (dir.join("browser.out"), dir.join("browser.err"));
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .process_group(0)
+        .spawn()
+        .expect("chromium is missing: install Debian's `chromium` package (.ci/run does)");
+    let end = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > end {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SAFETY: kill(2) on the group this child leads; no memory is touched.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+    let read =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    let (stdout, stderr) = (read(&out), read(&err));
+    assert!(
+        status.is_some(),
+        "chromium ran past {limit:?}; it printed:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
 /// Headless Chromium on the page: the verdict and an image are on screen.
 fn check_browser(port: u16, dir: &Path) {
     let shot = workspace_bin("vigild")
@@ -210,27 +246,35 @@ fn check_browser(port: u16, dir: &Path) {
         .unwrap()
         .join("live-view.png");
     let chromium = |extra: &[String]| {
-        Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-            ])
-            .args(["--hide-scrollbars", "--window-size=1100,700"])
-            .arg(format!(
-                "--user-data-dir={}",
-                dir.join("chromium").display()
-            ))
-            // Virtual time: the page's scripts run 4 s of their loops, then the DOM is taken.
-            .arg("--virtual-time-budget=4000")
-            .args(extra)
-            .arg(format!("http://127.0.0.1:{port}/"))
-            .output()
-            .expect("chromium is missing: install Debian's `chromium` package (.ci/run does)")
+        let mut c = Command::new("chromium");
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ])
+        // No traffic of its own: on a closed network its background fetches (updates, sync,
+        // safe browsing) would hang, and virtual time waits for every pending request.
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--no-first-run",
+            "--no-default-browser-check",
+        ])
+        .args(["--hide-scrollbars", "--window-size=1100,700"])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        // Virtual time: the page's scripts run 4 s of their loops, then the DOM is taken.
+        .arg("--virtual-time-budget=4000")
+        .args(extra)
+        .arg(format!("http://127.0.0.1:{port}/"));
+        run_bounded(c, dir, Duration::from_secs(120))
     };
-    let dom = chromium(&["--dump-dom".into()]);
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let (dom, _) = chromium(&["--dump-dom".into()]);
     let verdict = dom
         .split("id=\"verdict\"")
         .nth(1)
@@ -245,8 +289,8 @@ fn check_browser(port: u16, dir: &Path) {
         dom.contains("data-loaded=\"1\""),
         "the image never loaded:\n{dom}"
     );
-    let o = chromium(&[format!("--screenshot={}", shot.display())]);
-    assert!(shot.is_file(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, err) = chromium(&[format!("--screenshot={}", shot.display())]);
+    assert!(shot.is_file(), "{err}");
     let png = image::open(&shot).unwrap();
     assert_eq!((png.width(), png.height()), (1100, 700));
     eprintln!(
