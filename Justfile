@@ -56,6 +56,10 @@ bench-peak n="1536" reps="5":
 bench-infer sizes="64 128 256" iters="30" seconds="2":
     bash bench/bench-infer.sh "{{sizes}}" {{iters}} {{seconds}}
 
+# The decoder without transposed convolutions (--decoder upsample) against DCGAN's (deconv): latency and throughput of GANomaly at each size, both engines, f32 and int8, and each graph's FLOPs (docs/benchmarks.md, "Decoders").
+bench-decoder sizes="64 128 256" iters="30" seconds="2":
+    bash bench/bench-decoder.sh "{{sizes}}" {{iters}} {{seconds}}
+
 # Image AUROC of every detector over the Fashion-MNIST one-class tasks (env JOBS=N, SCORES=all, REPORT_ONLY=1: see bench/bench-accuracy.sh); docs/benchmarks.md.
 bench-accuracy detectors="anogan egbad ganomaly alad fanogan gaae wild" classes="0 1 2 3 4 5 6 7 8 9" epochs="2" seeds="1":
     bash bench/bench-accuracy.sh "{{detectors}}" "{{classes}}" "{{epochs}}" "{{seeds}}"

@@ -7,6 +7,7 @@
 #
 # Env:
 #   SIZE           image side (32)
+#   DECODER        `vigil train --decoder` (deconv, the default, or upsample); give each its own OUT
 #   CONTAMINATION  fraction of anomalies mixed into the training data (unset: clean)
 #   OUT            where bundles and results go (runs/accuracy)
 #   SCORES         "all", or score names like "residual origin": also evaluate these scores of
@@ -30,6 +31,7 @@ classes=${2:-"0 1 2 3 4 5 6 7 8 9"}
 epochs=${3:-2}
 seeds=${4:-1}
 size=${SIZE:-32}
+decoder=${DECODER:-deconv}
 out=${OUT:-runs/accuracy}
 contam=${CONTAMINATION:-}
 want_scores=${SCORES:-}
@@ -91,7 +93,7 @@ run_one() {
   if [ ! -s "$out/$tag/manifest.json" ]; then
     "$vigil" train --detector "$det" \
       --data "fashion-mnist:normal=$c${contam:+,contamination=$contam}" --image-size "$size" \
-      --epochs "$epochs" --seed "$seed" --out "$out/$tag" >/dev/null
+      --epochs "$epochs" --seed "$seed" --decoder "$decoder" --out "$out/$tag" >/dev/null
   fi
   local all=; [ -z "$want_scores" ] || all=1
   "$vigil" eval --model "$out/$tag" --data "fashion-mnist:normal=$c" ${all:+--score all} \
@@ -109,7 +111,7 @@ for l in open(sys.argv[2]).read().splitlines():
   echo "$tag: $(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["image_auroc"], 4))' "$out/$tag.json") ($(( $(date +%s) - start )) s)" >&2
 }
 export -f run_one scores_of scores_for
-export vigil out size epochs contam want_scores
+export vigil out size epochs contam want_scores decoder
 
 if [ -z "$report_only" ]; then
   for det in $detectors; do

@@ -24,6 +24,8 @@
 #   ALL_SCORES   set: also `vigil eval --score all` per cell (OUT/results/<tag>.all.jsonl: every
 #                detector score and map score, one JSON line each)
 #   SEEDS        training seeds (1); the table averages over them
+#   DECODER      `vigil train --decoder`: deconv (default) or upsample; upsample cells are
+#                tagged `-upsample` after the size
 #   DATA_SEED    seed of the crop positions and defects (0)
 #   OUT          where data, bundles and results go (runs/bench-real)
 #   VENV         Python venv for the dataset builder (OUT/venv, made by bench/setup-real-venv.sh)
@@ -52,6 +54,12 @@ case $mode in
   *) echo "bench-real: MODE must be whole or patch, not $mode" >&2; exit 2 ;;
 esac
 crops=${CROPS:-}
+decoder=${DECODER:-deconv}
+case $decoder in
+  deconv) variant="" ;;
+  upsample) variant="-upsample" ;;
+  *) echo "bench-real: DECODER must be deconv or upsample, not $decoder" >&2; exit 2 ;;
+esac
 all_scores=${ALL_SCORES:-}
 
 # The photographs: ufoai-textures 2.5-2 (UFO: Alien Invasion's textures, Debian main, GPL-2 /
@@ -101,7 +109,7 @@ mkdir -p "$out/results" "$out/models"
 # One cell: train (unless its bundle is complete), timing it, then evaluate on the test split.
 run_one() {
   local det=$1 cat=$2 seed=$3
-  local tag="$det-$cat-$mode-$size${crops:+-c$crops}-e$epochs-s$seed"
+  local tag="$det-$cat-$mode-$size${crops:+-c$crops}$variant-e$epochs-s$seed"
   local res="$out/results/$tag" bundle="$out/models/$tag"
   [ -s "$res.json" ] && return 0
   # A bundle is complete once its manifest is written (last), so a run interrupted between
@@ -116,7 +124,8 @@ run_one() {
       [ -n "$crops" ] && geometry+=(--crops "$crops")
     fi
     "$vigil" train --detector "$det" --data "folder:$data/$cat" "${geometry[@]}" \
-      --channels 1 --epochs "$epochs" --seed "$seed" --out "$bundle" 2>"$res.train.log" ||
+      --channels 1 --epochs "$epochs" --seed "$seed" --decoder "$decoder" --out "$bundle" \
+      2>"$res.train.log" ||
       { echo "bench-real: training $tag failed:" >&2; tail -n 5 "$res.train.log" >&2; exit 1; }
     t1=$(date +%s.%N)
     python3 -c 'import json,sys; json.dump({"train_seconds": float(sys.argv[2]) - float(sys.argv[1])}, open(sys.argv[3], "w"))' \
@@ -133,7 +142,7 @@ run_one() {
   echo "$tag: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("image", round(r["image_auroc"], 3), "pixel", round(r["pixel_auroc"], 3))' "$res.json") (train $(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["train_seconds"]))' "$res.train.json") s)" >&2
 }
 export -f run_one
-export vigil out data size epochs mode crops all_scores
+export vigil out data size epochs mode crops all_scores decoder variant
 
 if [ -z "$report_only" ]; then
   for det in $detectors; do
@@ -144,7 +153,7 @@ if [ -z "$report_only" ]; then
 fi
 
 # shellcheck disable=SC2086
-python3 - "$out/results" "$mode" "$size" "$epochs" "$data_seed" "${crops:+-c$crops}" -- $detectors -- $categories -- $seeds <<'PY'
+python3 - "$out/results" "$mode" "$size" "$epochs" "$data_seed" "${crops:+-c$crops}$variant" -- $detectors -- $categories -- $seeds <<'PY'
 import json, os, sys
 res, mode, size, epochs, data_seed, crops = sys.argv[1:7]
 rest = sys.argv[8:]
@@ -152,7 +161,8 @@ i = rest.index("--"); dets = rest[:i]; rest = rest[i + 1:]
 j = rest.index("--"); cats = rest[:j]; seeds = rest[j + 1:]
 geometry = (f"{size}² model input from 128² crops" if mode == "whole"
             else f"{size}² patches of the native 128² crops, stride {int(size) // 2}, maps stitched at 128²")
-print(f"Real surfaces (bench-real): {mode} mode, {geometry}, {epochs} epochs, "
+decoder = "upsample decoder, " if "-upsample" in crops else ""
+print(f"Real surfaces (bench-real): {mode} mode, {geometry}, {decoder}{epochs} epochs, "
       f"training seeds {' '.join(seeds)}, data seed {data_seed}")
 print()
 print("| detector | category | image AUROC | pixel AUROC | AUPRO | train s |")

@@ -84,6 +84,7 @@ pub fn model_config(manifest: &Manifest) -> ModelConfig {
             .map(|s| *s as f32)
             .unwrap_or_else(|| default_sigma(manifest.input.height)),
         seed: manifest.training.seed,
+        decoder: manifest.training.decoder,
     }
 }
 

@@ -21,6 +21,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use vigil_models::DetectorKind;
+use vigil_shared::manifest::Decoder;
 use vigil_shared::metrics::quantile;
 use vigil_shared::synth::SurfaceKind;
 
@@ -78,6 +79,7 @@ pub fn train_line_model(
             // Smaller batches: more optimiser steps per epoch, which is what a short run needs.
             batch: 32,
             latent: 100,
+            decoder: Decoder::default(),
             seed: recipe.seed,
             resume: false,
             score: None,

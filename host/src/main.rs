@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use vigil_host::data::{self, DataSpec, LoadOptions};
 use vigil_host::{bundle, demo, eval, export, patch, predict, train};
 use vigil_models::DetectorKind;
+use vigil_shared::manifest::Decoder;
 use vigil_shared::synth::SurfaceKind;
 
 #[derive(Parser)]
@@ -180,6 +181,11 @@ struct TrainArgs {
     /// Size of the latent code.
     #[arg(long, default_value_t = 100)]
     latent: usize,
+    /// How the decoders double their resolution: `deconv`, 4×4 transposed convolutions of
+    /// stride 2 (DCGAN, the papers'); `upsample`, nearest-neighbour ×2 then a 3×3 convolution
+    /// (no transposed convolution in the exported graph; docs/benchmarks.md compares the two).
+    #[arg(long, default_value_t = Decoder::Deconv)]
+    decoder: Decoder,
     /// Seed for weight initialisation, data splits and batch order (runs are reproducible on CPU).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -400,6 +406,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
             epochs: a.epochs,
             batch: a.batch.unwrap_or_else(|| a.detector.default_batch()),
             latent: a.latent,
+            decoder: a.decoder,
             seed: a.seed,
             resume: a.resume,
             score: a.score,

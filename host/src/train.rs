@@ -7,15 +7,15 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use vigil_models::{build, maps, Detector, DetectorKind, ModelConfig};
+use vigil_models::{build, maps, Detector, DetectorKind};
 use vigil_shared::manifest::{
-    InputSpec, Manifest, Normalisation, Provenance, ScoreSpec, SCHEMA_VERSION,
+    Decoder, InputSpec, Manifest, Normalisation, Provenance, ScoreSpec, SCHEMA_VERSION,
 };
 use vigil_shared::metrics::quantile;
 use vigil_shared::rng::Rng;
 use vigil_shared::tiles::Tiling;
 
-use crate::bundle::{self, TrainState, WIDTH};
+use crate::bundle::{self, TrainState};
 use crate::data::{Dataset, Sample};
 use crate::patch::{self, CropPlan};
 use crate::report::{self, Tile};
@@ -26,6 +26,8 @@ pub struct TrainOptions {
     pub epochs: usize,
     pub batch: usize,
     pub latent: usize,
+    /// How the decoders upsample (`--decoder`).
+    pub decoder: Decoder,
     pub seed: u64,
     pub resume: bool,
     /// Score to calibrate and ship; `None` = the detector's default.
@@ -172,21 +174,14 @@ pub fn train(data: &Dataset, opts: &TrainOptions) -> Result<TrainSummary> {
             opts.batch
         );
     }
-    let cfg = ModelConfig {
-        size: side,
-        channels: data.channels,
-        latent: opts.latent,
-        width: WIDTH,
-        sigma: opts.sigma,
-        seed: opts.seed,
-    };
-    let mut detector = build(kind, cfg, &opts.device)?;
+    let mut manifest = new_manifest(data, opts, &score);
+    // The architecture as loaders will read it back from the manifest.
+    let mut detector = build(kind, bundle::model_config(&manifest), &opts.device)?;
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let plots = opts.out.join("plots");
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
     let mut state = initial_state(detector.as_mut(), opts)?;
-    let mut manifest = new_manifest(data, opts, &score);
     let tiling = patch::tiling(&manifest)?;
 
     let preview: Vec<&Sample> = data.val.iter().chain(data.train.iter()).take(8).collect();
@@ -260,6 +255,17 @@ fn chosen_score(kind: DetectorKind, score: Option<&str>) -> Result<String> {
 /// The training state to continue from: the checkpoint's with `--resume`, a fresh one otherwise.
 fn initial_state(detector: &mut dyn Detector, opts: &TrainOptions) -> Result<TrainState> {
     let state = if opts.resume {
+        // A different architecture would fail on a variable name; say which flag differs.
+        if let Ok(m) = Manifest::load(&opts.out) {
+            if m.training.decoder != opts.decoder {
+                bail!(
+                    "--resume: {} was trained with --decoder {}, not {}",
+                    opts.out.display(),
+                    m.training.decoder,
+                    opts.decoder
+                );
+            }
+        }
         let state = bundle::load_checkpoint(detector, &opts.out)?;
         eprintln!(
             "resuming {} after epoch {}",
@@ -314,6 +320,7 @@ fn new_manifest(data: &Dataset, opts: &TrainOptions, score: &str) -> Manifest {
             epochs: 0,
             image_size: data.size,
             latent: opts.latent,
+            decoder: opts.decoder,
             batch: opts.batch,
             git_commit: bundle::git_commit(),
             created_at: now_rfc3339(),

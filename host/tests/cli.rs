@@ -210,6 +210,10 @@ fn resume_continues_exactly_and_seed_reproduces() {
 
     let done = train_small(&resumed, &spec, "2", &again);
     assert_clean_error(&done, "--epochs");
+    // Another architecture cannot continue this checkpoint: the flag that differs is named.
+    again.extend(["--decoder", "upsample"]);
+    let other = train_small(&resumed, &spec, "3", &again);
+    assert_clean_error(&other, "--decoder deconv");
 }
 
 /// A bundle directory made by training once, shared by the damaged-bundle tests (each copies it).

@@ -338,23 +338,33 @@ fn small_data() -> &'static Path {
 /// `detector` trained for one epoch (batches of 32) on [`small_data`], in `tmp`: tiny, but
 /// every weight, batch-norm statistic, power-iteration vector and stored range has moved.
 fn trained_small(tmp: &Path, detector: &str) -> PathBuf {
+    trained_small_with(tmp, detector, &[])
+}
+
+fn trained_small_with(tmp: &Path, detector: &str, extra: &[&str]) -> PathBuf {
     let dir = tmp.join(detector);
     let data = format!("folder:{}", small_data().display());
-    ok(vigil(&[
-        "train",
-        "--detector",
-        detector,
-        "--data",
-        &data,
-        "--image-size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch",
-        "32",
-        "--out",
-        dir.to_str().unwrap(),
-    ]));
+    ok(vigil(
+        &[
+            "train",
+            "--detector",
+            detector,
+            "--data",
+            &data,
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch",
+            "32",
+            "--out",
+            dir.to_str().unwrap(),
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
+    ));
     dir
 }
 
@@ -417,6 +427,33 @@ fn exported_wild_matches_candle_in_tract_and_onnxruntime() {
         &["combined", "residual", "origin"],
         "combined",
     );
+}
+
+/// `--decoder upsample` (nearest ×2 + 3×3 conv, the stem a matrix product): the exported graph
+/// has no transposed convolution, scores as Candle does in both engines, and quantises.
+#[test]
+fn exported_upsample_decoders_match_candle_and_have_no_transposed_convolution() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (detector, scores, int8) in [
+        ("ganomaly", &["residual", "encoder"][..], "residual"),
+        ("fanogan", &["izif"][..], "izif"),
+    ] {
+        let dir = trained_small_with(tmp.path(), detector, &["--decoder", "upsample"]);
+        let m = Manifest::load(&dir).unwrap();
+        assert_eq!(
+            m.training.decoder,
+            vigil_shared::manifest::Decoder::Upsample
+        );
+        check_export(&dir, detector, scores, int8);
+        export(&dir, &[]);
+        let graph = std::fs::read(dir.join("model.onnx")).unwrap();
+        let has = |op: &[u8]| graph.windows(op.len()).any(|w| w == op);
+        assert!(
+            !has(b"ConvTranspose"),
+            "{detector}: a ConvTranspose in the graph"
+        );
+        assert!(has(b"Resize"), "{detector}: no Resize in the graph");
+    }
 }
 
 /// The map scores (`vigil_models::maps`) of GANomaly's shared bundle, one of them also as int8.

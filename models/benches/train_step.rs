@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         width: 64,
         sigma: 1.0,
         seed: 0,
+        decoder: Default::default(),
     };
     let mut det = build(DetectorKind::Ganomaly, cfg, &device)?;
     let mut rng = Rng::new(1);

@@ -117,6 +117,8 @@ pub struct ModelConfig {
     /// Gaussian σ (pixels) for smoothing the anomaly map.
     pub sigma: f32,
     pub seed: u64,
+    /// How the decoders upsample (transposed convolutions, or upsample + conv).
+    pub decoder: vigil_shared::manifest::Decoder,
 }
 
 /// Everything one scoring pass gives: the reconstruction, one `[N]` tensor per score the detector

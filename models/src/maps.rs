@@ -567,6 +567,7 @@ mod tests {
                 width: 4,
                 sigma: 1.0,
                 seed: 3,
+                decoder: Default::default(),
             };
             let d = crate::build(kind, cfg, &Device::Cpu).unwrap();
             let x = randn(&[2, 2, 16, 16], 5, 0.0).tanh().unwrap();

@@ -9,6 +9,7 @@ use candle_nn::{Init, VarBuilder};
 use crate::conv::{Conv2d, ConvTranspose2d};
 use crate::detector::ModelConfig;
 use crate::fused::{leaky_relu, BatchNormTrain, BatchStats};
+use vigil_shared::manifest::Decoder;
 
 /// DCGAN initialisation (Radford et al.): conv weights N(0, 0.02), batch-norm scale N(1, 0.02).
 const CONV_INIT: Init = Init::Randn {
@@ -204,12 +205,74 @@ impl ModuleT for DcEncoder {
     }
 }
 
+/// One doubling of the decoder: a 4×4 transposed convolution of stride 2 (DCGAN), or
+/// nearest-neighbour ×2 upsampling then a 3×3 convolution ([`Decoder::Upsample`]).
+#[derive(Clone, Debug)]
+enum Up {
+    Deconv(ConvTranspose2d),
+    Resize(Conv2d),
+}
+
+impl Up {
+    fn new(vb: VarBuilder, decoder: Decoder, cin: usize, cout: usize) -> Result<Self> {
+        Ok(match decoder {
+            Decoder::Deconv => Up::Deconv(conv_transpose2d(vb, cin, cout, 4, 2, 1)?),
+            Decoder::Upsample => Up::Resize(conv2d(vb, cin, cout, 3, 1, 1)?),
+        })
+    }
+}
+
+impl Module for Up {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Up::Deconv(t) => t.forward(x),
+            Up::Resize(c) => c.forward(&upsample2(x)?),
+        }
+    }
+}
+
+/// Nearest-neighbour ×2 of `[N, C, H, W]`, as a broadcast (whose gradient is a sum) rather than
+/// candle's `upsample_nearest2d`, whose backward is a grouped convolution.
+pub fn upsample2(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h, 1, w, 1))?
+        .broadcast_as((n, c, h, 2, w, 2))?
+        .reshape((n, c, 2 * h, 2 * w))
+}
+
+/// The decoder's first stage, latent `[N, L, 1, 1]` to `[N, C, 4, 4]`: a 4×4 transposed
+/// convolution (DCGAN), or the same weights `[L, C, 4, 4]` as a matrix product
+/// ([`Decoder::Upsample`], which has no transposed convolution anywhere).
+#[derive(Clone, Debug)]
+enum Stem {
+    Deconv(ConvTranspose2d),
+    Linear(Tensor),
+}
+
+impl Module for Stem {
+    fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        match self {
+            Stem::Deconv(t) => t.forward(z),
+            Stem::Linear(w) => {
+                let (latent, c, kh, kw) = w.dims4()?;
+                let n = z.dim(0)?;
+                z.reshape((n, latent))?
+                    .matmul(&w.reshape((latent, c * kh * kw))?)?
+                    .reshape((n, c, kh, kw))
+            }
+        }
+    }
+}
+
 /// The DCGAN generator / decoder: convT(4,1,0)+BN+ReLU from the latent to 4×4, convT(4,2,1)+BN+ReLU
-/// doubling the size, and a last convT(4,2,1)+tanh to `channels`×S×S.
+/// doubling the size, and a last convT(4,2,1)+tanh to `channels`×S×S. With
+/// [`Decoder::Upsample`] each doubling is upsample ×2 + conv(3,1,1) and the first stage a
+/// matrix product; variables `proj0`, `conv{i}`, `head` instead of `convt{i}`, `head`.
 #[derive(Clone, Debug)]
 pub struct DcDecoder {
-    pyramid: Vec<(ConvTranspose2d, BatchNorm2d)>,
-    last: ConvTranspose2d,
+    stem: (Stem, BatchNorm2d),
+    pyramid: Vec<(Up, BatchNorm2d)>,
+    last: Up,
 }
 
 impl DcDecoder {
@@ -218,28 +281,45 @@ impl DcDecoder {
         let depth = pyramid_depth(cfg.size)?;
         // Channels at 4×4 are `width · 2^(depth−1)`, halving at each doubling of the size.
         let mut c = cfg.width << (depth - 1);
-        let mut pyramid = vec![(
-            conv_transpose2d(vb.pp("convt0"), cfg.latent, c, 4, 1, 0)?,
-            batch_norm(vb.pp("bn0"), c)?,
-        )];
+        let stem = match cfg.decoder {
+            Decoder::Deconv => {
+                Stem::Deconv(conv_transpose2d(vb.pp("convt0"), cfg.latent, c, 4, 1, 0)?)
+            }
+            Decoder::Upsample => Stem::Linear(vb.pp("proj0").get_with_hints(
+                (cfg.latent, c, 4, 4),
+                "weight",
+                CONV_INIT,
+            )?),
+        };
+        let stem = (stem, batch_norm(vb.pp("bn0"), c)?);
+        let name = |i: usize| match cfg.decoder {
+            Decoder::Deconv => format!("convt{i}"),
+            Decoder::Upsample => format!("conv{i}"),
+        };
+        let mut pyramid = Vec::new();
         for i in 1..depth {
             pyramid.push((
-                conv_transpose2d(vb.pp(format!("convt{i}")), c, c / 2, 4, 2, 1)?,
+                Up::new(vb.pp(name(i)), cfg.decoder, c, c / 2)?,
                 batch_norm(vb.pp(format!("bn{i}")), c / 2)?,
             ));
             c /= 2;
         }
-        let last = conv_transpose2d(vb.pp("head"), c, cfg.channels, 4, 2, 1)?;
-        Ok(Self { pyramid, last })
+        let last = Up::new(vb.pp("head"), cfg.decoder, c, cfg.channels)?;
+        Ok(Self {
+            stem,
+            pyramid,
+            last,
+        })
     }
 }
 
 impl ModuleT for DcDecoder {
     /// `[N, latent, 1, 1]` → `[N, C, S, S]` in [-1, 1].
     fn forward_t(&self, z: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = z.clone();
-        for (conv, bn) in &self.pyramid {
-            h = bn.forward_t(&conv.forward(&h)?, train)?.relu()?;
+        let (stem, bn) = &self.stem;
+        let mut h = bn.forward_t(&stem.forward(z)?, train)?.relu()?;
+        for (up, bn) in &self.pyramid {
+            h = bn.forward_t(&up.forward(&h)?, train)?.relu()?;
         }
         self.last.forward(&h)?.tanh()
     }
@@ -467,10 +547,16 @@ mod tests {
 
     #[test]
     fn encoder_and_decoder_shapes_for_every_supported_size() {
-        for size in [32, 64, 128] {
+        for (size, decoder) in [32, 64, 128]
+            .into_iter()
+            .flat_map(|s| Decoder::ALL.map(|d| (s, d)))
+        {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-            let cfg = config(size, 3, 100, 8);
+            let cfg = ModelConfig {
+                decoder,
+                ..config(size, 3, 100, 8)
+            };
             let enc = DcEncoder::new(vb.pp("e"), &cfg, 100).unwrap();
             let dec = DcDecoder::new(vb.pp("d"), &cfg).unwrap();
             let x = Tensor::zeros((2, 3, size, size), DType::F32, &Device::Cpu).unwrap();
@@ -482,6 +568,34 @@ mod tests {
                 &[2, 3, size, size]
             );
         }
+    }
+
+    #[test]
+    fn upsample2_repeats_each_pixel_and_its_gradient_sums_each_block() {
+        let x = crate::testutil::randn(&[2, 3, 4, 5], 1, 0.0);
+        let up = upsample2(&x).unwrap();
+        let reference = x.upsample_nearest2d(8, 10).unwrap();
+        assert_eq!(
+            up.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            reference.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let v = Var::from_tensor(&x).unwrap();
+        let w = crate::testutil::randn(&[2, 3, 8, 10], 2, 0.0);
+        let loss = (upsample2(v.as_tensor()).unwrap() * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = loss.backward().unwrap().get(v.as_tensor()).unwrap().clone();
+        let expect = (w.avg_pool2d(2).unwrap() * 4.0).unwrap();
+        let diff = (g - expect)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub fn config(size: usize, channels: usize, latent: usize, width: usize) -> Mode
         width,
         sigma: 1.0,
         seed: 0,
+        decoder: Default::default(),
     }
 }
 

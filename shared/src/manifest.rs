@@ -79,10 +79,56 @@ pub struct Provenance {
     pub epochs: usize,
     pub image_size: usize,
     pub latent: usize,
+    /// How the decoder upsamples ([`Decoder`]). Absent (older bundles): transposed
+    /// convolutions.
+    #[serde(default, skip_serializing_if = "Decoder::is_deconv")]
+    pub decoder: Decoder,
     pub batch: usize,
     pub git_commit: Option<String>,
     /// RFC 3339 UTC.
     pub created_at: String,
+}
+
+/// How the detectors' decoders double their resolution: `deconv`, 4×4 transposed convolutions
+/// of stride 2 (DCGAN, the papers'); `upsample`, nearest-neighbour upsampling then a 3×3
+/// convolution (no transposed convolution anywhere, for engines without a fast one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decoder {
+    #[default]
+    Deconv,
+    Upsample,
+}
+
+impl Decoder {
+    pub const ALL: [Decoder; 2] = [Decoder::Deconv, Decoder::Upsample];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Decoder::Deconv => "deconv",
+            Decoder::Upsample => "upsample",
+        }
+    }
+
+    fn is_deconv(&self) -> bool {
+        *self == Decoder::Deconv
+    }
+}
+
+impl std::fmt::Display for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Decoder {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("unknown decoder {s:?} (deconv or upsample)"))
+    }
 }
 
 /// One file of the bundle, relative to the bundle directory.
@@ -521,6 +567,7 @@ mod tests {
                 epochs: 15,
                 image_size: 32,
                 latent: 100,
+                decoder: Decoder::Deconv,
                 batch: 64,
                 git_commit: Some("abc123".into()),
                 created_at: "2024-01-01T00:00:00Z".into(),
@@ -674,6 +721,31 @@ mod tests {
         let mut m = sample();
         m.normalisation.threshold = f32::NAN;
         assert!(matches!(m.save(&d.0), Err(BundleError::Field { .. })));
+    }
+
+    #[test]
+    fn decoder_is_optional_round_trips_and_unknown_ones_are_named() {
+        let d = TempDir::new();
+        // Deconv bundles write no `decoder` key, so builds from before the option read them.
+        let v = serde_json::to_value(sample()).unwrap();
+        assert!(v["training"].get("decoder").is_none(), "{v}");
+        let mut m = sample();
+        m.training.decoder = Decoder::Upsample;
+        m.save(&d.0).unwrap();
+        let text = std::fs::read_to_string(d.0.join(MANIFEST_FILE)).unwrap();
+        assert!(text.contains("\"decoder\": \"upsample\""), "{text}");
+        assert_eq!(Manifest::load(&d.0).unwrap(), m);
+
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["training"]["decoder"] = serde_json::json!("bilinear");
+        write_json(&d.0, &v);
+        let e = Manifest::load(&d.0).unwrap_err().to_string();
+        assert!(e.contains("bilinear") && e.contains("upsample"), "{e}");
+        assert_eq!("upsample".parse::<Decoder>(), Ok(Decoder::Upsample));
+        assert!("bilinear"
+            .parse::<Decoder>()
+            .unwrap_err()
+            .contains("deconv or upsample"));
     }
 
     #[test]

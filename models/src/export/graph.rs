@@ -252,6 +252,21 @@ impl GraphBuilder {
         )
     }
 
+    /// Nearest-neighbour ×2 of `[N, C, H, W]` (`Resize`, each output pixel the input pixel
+    /// it falls in, as `nn::upsample2`).
+    pub fn upsample2(&mut self, x: &str) -> String {
+        let scales = self.init_f32("scales", &[4], vec![1.0, 1.0, 2.0, 2.0]);
+        self.node(
+            "Resize",
+            &[x, "", &scales],
+            vec![
+                ("mode", Attr::Str("nearest")),
+                ("coordinate_transformation_mode", Attr::Str("asymmetric")),
+                ("nearest_mode", Attr::Str("floor")),
+            ],
+        )
+    }
+
     pub fn leaky_relu(&mut self, x: &str, alpha: f32) -> String {
         self.node("LeakyRelu", &[x], vec![("alpha", Attr::Float(alpha))])
     }

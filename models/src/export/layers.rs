@@ -1,6 +1,6 @@
 //! The DCGAN pyramids and the batch-norm-free critics of [`crate::nn`] as ONNX subgraphs, read
 //! from a detector's weights by the variable names that module gives them. Batch norm is folded into the preceding convolution, so each stage
-//! is one Conv / ConvTranspose and its activation; spectrally normalised weights are exported
+//! is one Conv / ConvTranspose (or Resize + Conv) and its activation; spectrally normalised weights are exported
 //! already divided by their σ.
 
 use candle_core::{Device, Tensor};
@@ -9,6 +9,7 @@ use super::graph::{BatchNorm, ConvWeights, GraphBuilder};
 use super::{ExportError, Weights};
 use crate::nn::power_iteration;
 use crate::ModelConfig;
+use vigil_shared::manifest::Decoder;
 
 const BN_EPS: f32 = 1e-5;
 const LEAK: f32 = 0.2;
@@ -82,35 +83,85 @@ pub fn dc_encoder(
     Ok(b.conv(&h, &head, 1, 0))
 }
 
-/// `nn::DcDecoder`: `[N, latent, 1, 1]` → `[N, channels, S, S]` in [-1, 1].
-// Takes the geometry one argument at a time, the layer counts and widths `DcDecoder::new` derives.
-#[allow(clippy::too_many_arguments)]
+/// `nn::DcDecoder`: `[N, latent, 1, 1]` → `[N, channels, S, S]` in [-1, 1], with the layer
+/// counts and widths `DcDecoder::new` derives from `cfg`.
 pub fn dc_decoder(
     b: &mut GraphBuilder,
     w: &Weights,
     prefix: &str,
     z: &str,
-    size: usize,
-    channels: usize,
-    latent: usize,
-    width: usize,
+    cfg: &ModelConfig,
 ) -> Result<String, ExportError> {
-    let depth = depth(size)?;
-    let mut c = width << (depth - 1);
-    let t0 = conv_w(w, &format!("{prefix}.convt0"), [latent, c, 4, 4])?
-        .fold_bn(&batch_norm(w, &format!("{prefix}.bn0"), c)?, 1);
-    let y = b.conv_transpose(z, &t0, 1, 0);
+    let (channels, latent) = (cfg.channels, cfg.latent);
+    let depth = depth(cfg.size)?;
+    let mut c = cfg.width << (depth - 1);
+    let bn0 = batch_norm(w, &format!("{prefix}.bn0"), c)?;
+    let y = match cfg.decoder {
+        Decoder::Deconv => {
+            let t0 = conv_w(w, &format!("{prefix}.convt0"), [latent, c, 4, 4])?.fold_bn(&bn0, 1);
+            b.conv_transpose(z, &t0, 1, 0)
+        }
+        Decoder::Upsample => {
+            let p0 = conv_w(w, &format!("{prefix}.proj0"), [latent, c, 4, 4])?.fold_bn(&bn0, 1);
+            linear_stem(b, z, &p0)
+        }
+    };
     let mut h = b.unary("Relu", &y);
     for i in 1..depth {
-        let t = conv_w(w, &format!("{prefix}.convt{i}"), [c, c / 2, 4, 4])?
-            .fold_bn(&batch_norm(w, &format!("{prefix}.bn{i}"), c / 2)?, 1);
-        let y = b.conv_transpose(&h, &t, 2, 1);
+        let bn = batch_norm(w, &format!("{prefix}.bn{i}"), c / 2)?;
+        let y = match cfg.decoder {
+            Decoder::Deconv => {
+                let t = conv_w(w, &format!("{prefix}.convt{i}"), [c, c / 2, 4, 4])?.fold_bn(&bn, 1);
+                b.conv_transpose(&h, &t, 2, 1)
+            }
+            Decoder::Upsample => {
+                let k = conv_w(w, &format!("{prefix}.conv{i}"), [c / 2, c, 3, 3])?.fold_bn(&bn, 0);
+                let up = b.upsample2(&h);
+                b.conv(&up, &k, 1, 1)
+            }
+        };
         h = b.unary("Relu", &y);
         c /= 2;
     }
-    let head = conv_w(w, &format!("{prefix}.head"), [c, channels, 4, 4])?;
-    let y = b.conv_transpose(&h, &head, 2, 1);
+    let y = match cfg.decoder {
+        Decoder::Deconv => {
+            let head = conv_w(w, &format!("{prefix}.head"), [c, channels, 4, 4])?;
+            b.conv_transpose(&h, &head, 2, 1)
+        }
+        Decoder::Upsample => {
+            let head = conv_w(w, &format!("{prefix}.head"), [channels, c, 3, 3])?;
+            let up = b.upsample2(&h);
+            b.conv(&up, &head, 1, 1)
+        }
+    };
     Ok(b.unary("Tanh", &y))
+}
+
+/// `z [N, L, 1, 1]` times the (BN-folded) weights `[L, C, 4, 4]`, as `nn::DcDecoder`'s matrix
+/// product stem: a 1×1 `Conv` to `C·16` channels (bias repeated over the 16 positions), then a
+/// `Reshape` to `[N, C, 4, 4]`.
+fn linear_stem(b: &mut GraphBuilder, z: &str, w: &ConvWeights) -> String {
+    let [latent, c, kh, kw] = w.dims;
+    let plane = kh * kw;
+    let mut weight = vec![0f32; latent * c * plane];
+    for ci in 0..latent {
+        for o in 0..c * plane {
+            weight[o * latent + ci] = w.weight[ci * c * plane + o];
+        }
+    }
+    let bias = w.bias.as_ref().map(|bias| {
+        bias.iter()
+            .flat_map(|&v| std::iter::repeat_n(v, plane))
+            .collect()
+    });
+    let conv = ConvWeights {
+        dims: [c * plane, latent, 1, 1],
+        weight,
+        bias,
+    };
+    let y = b.conv(z, &conv, 1, 0);
+    let shape = b.init_i64("shape", &[4], vec![0, c as i64, kh as i64, kw as i64]);
+    b.node("Reshape", &[&y, &shape], vec![])
 }
 
 /// `DcEncoder` then `DcDecoder` under `enc` and `dec` (the E → G path every detector but
@@ -125,7 +176,7 @@ pub fn encode_decode(
 ) -> Result<(String, String), ExportError> {
     let (s, c, l, wd) = (cfg.size, cfg.channels, cfg.latent, cfg.width);
     let z = dc_encoder(b, w, enc, x, s, c, l, wd)?;
-    let x_hat = dc_decoder(b, w, dec, &z, s, c, l, wd)?;
+    let x_hat = dc_decoder(b, w, dec, &z, cfg)?;
     Ok((z, x_hat))
 }
 

@@ -246,6 +246,7 @@ mod tests {
             width: 4,
             sigma: 1.0,
             seed: 2,
+            decoder: Default::default(),
         };
         let x = crate::testutil::randn(&[n, c, s, s], 7, 0.0)
             .tanh()

@@ -247,6 +247,7 @@ mod tests {
             width: 4,
             sigma: 1.0,
             seed: 1,
+            decoder: Default::default(),
         };
         crate::build(kind, cfg, &Device::Cpu).unwrap()
     }
