@@ -20,37 +20,13 @@ iters="${2:-30}"
 seconds="${3:-2}"
 target="${CARGO_TARGET_DIR:-target}"
 
-engines="tract"
-if [ "${ORT:-1}" != 0 ] &&
-    cargo build --release -q --workspace --features vigil-appliance/ort --bins --example bench_infer; then
-    engines="tract ort"
-else
-    cargo build --release -q --workspace --bins --example bench_infer
-fi
-vigil="$target/release/vigil"
-py="$(bash tests/support/ort-venv.sh)"
-ORT_DYLIB_PATH="$("$py" -c 'import glob, os, onnxruntime as o; print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), "capi", "libonnxruntime.so*")))[0])')"
-export ORT_DYLIB_PATH
-
+# shellcheck source=bench/infer-common.sh
+. bench/infer-common.sh
+build_engines
 bundle() { echo "runs/bench-decoder-$1-$2"; }
 for s in $sizes; do
     for d in deconv upsample; do
-        b="$(bundle "$s" "$d")"
-        if [ ! -f "$b/manifest.json" ]; then
-            if [ "$s" -le 64 ]; then
-                data=synthetic:metal
-            else
-                data="folder:runs/bench-infer-synth-$s"
-                [ -d "runs/bench-infer-synth-$s/train" ] ||
-                    "$vigil" synth --kind metal --count 16 --size "$s" --out "runs/bench-infer-synth-$s"
-            fi
-            "$vigil" train --detector ganomaly --data "$data" --image-size "$s" --channels 1 \
-                --epochs 1 --batch 8 --decoder "$d" --out "$b"
-        fi
-        if [ ! -f "$b/model.int8.onnx" ]; then
-            cal=64; [ "$s" -gt 64 ] && cal=8
-            "$vigil" export --model "$b" --quantize int8 --calibration "$cal"
-        fi
+        bench_bundle "$s" "$(bundle "$s" "$d")" --decoder "$d"
     done
 done
 
@@ -77,11 +53,14 @@ for s in $sizes; do
     done
 done
 load1="$(cut -d' ' -f1-3 /proc/loadavg)"
+# The load of the timing run travels with its rows (ROWS= reprints them later, on another load).
+[ -n "${ROWS:-}" ] || echo "{\"load\":[\"$load0\",\"$load1\"]}" >>"$results"
 
 "$py" - "$results" "$load0" "$load1" "$(nproc)" <<'PY'
 import json, sys, time
 rows = [json.loads(l) for l in open(sys.argv[1])]
 load0, load1, cores = sys.argv[2], sys.argv[3], int(sys.argv[4])
+load0, load1 = next((r["load"] for r in rows if "load" in r), (load0, load1))
 busy = float(load0.split()[0]) > cores
 # As bench-infer: on a box busier than its cores, 1-thread cells use the scoring thread's CPU time.
 def ms(r, k):

@@ -18,40 +18,11 @@ iters="${2:-30}"
 seconds="${3:-2}"
 target="${CARGO_TARGET_DIR:-target}"
 
-# --workspace builds (as CI's): the other crates keep the features of `cargo build --workspace`,
-# so nothing but vigil-appliance is rebuilt for the feature.
-engines="tract"
-if [ "${ORT:-1}" != 0 ] &&
-    cargo build --release -q --workspace --features vigil-appliance/ort --bins --example bench_infer; then
-    engines="tract ort"
-else
-    cargo build --release -q --workspace --bins --example bench_infer
-fi
-vigil="$target/release/vigil"
-py="$(bash tests/support/ort-venv.sh)"
-ORT_DYLIB_PATH="$("$py" -c 'import glob, os, onnxruntime as o; print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), "capi", "libonnxruntime.so*")))[0])')"
-export ORT_DYLIB_PATH
-
+# shellcheck source=bench/infer-common.sh
+. bench/infer-common.sh
+build_engines
 for s in $sizes; do
-    b="runs/bench-infer-$s"
-    if [ ! -f "$b/manifest.json" ]; then
-        # Timing depends on the graph's shape only, not on how well it is trained: 64² trains
-        # one epoch of synthetic metal (1000 images, as bench-loop does); larger sizes one epoch
-        # of a 16-image `vigil synth` metal folder (one step of batch 8), since a 1000-image epoch at 256²
-        # takes a long time on a small shared CPU.
-        if [ "$s" -le 64 ]; then
-            data=synthetic:metal
-        else
-            data="folder:runs/bench-infer-synth-$s"
-            [ -d "runs/bench-infer-synth-$s/train" ] ||
-                "$vigil" synth --kind metal --count 16 --size "$s" --out "runs/bench-infer-synth-$s"
-        fi
-        "$vigil" train --detector ganomaly --data "$data" --image-size "$s" --channels 1 --epochs 1 --batch 8 --out "$b"
-    fi
-    if [ ! -f "$b/model.int8.onnx" ]; then
-        cal=64; [ "$s" -gt 64 ] && cal=8
-        "$vigil" export --model "$b" --quantize int8 --calibration "$cal"
-    fi
+    bench_bundle "$s" "runs/bench-infer-$s"
 done
 peak=runs/bench-peak.json
 missing=0

@@ -109,32 +109,46 @@ pub fn dc_decoder(
     let mut h = b.unary("Relu", &y);
     for i in 1..depth {
         let bn = batch_norm(w, &format!("{prefix}.bn{i}"), c / 2)?;
-        let y = match cfg.decoder {
-            Decoder::Deconv => {
-                let t = conv_w(w, &format!("{prefix}.convt{i}"), [c, c / 2, 4, 4])?.fold_bn(&bn, 1);
-                b.conv_transpose(&h, &t, 2, 1)
-            }
-            Decoder::Upsample => {
-                let k = conv_w(w, &format!("{prefix}.conv{i}"), [c / 2, c, 3, 3])?.fold_bn(&bn, 0);
-                let up = b.upsample2(&h);
-                b.conv(&up, &k, 1, 1)
-            }
+        let name = match cfg.decoder {
+            Decoder::Deconv => format!("{prefix}.convt{i}"),
+            Decoder::Upsample => format!("{prefix}.conv{i}"),
         };
+        let y = doubling(b, w, cfg.decoder, &name, &h, [c, c / 2], Some(&bn))?;
         h = b.unary("Relu", &y);
         c /= 2;
     }
-    let y = match cfg.decoder {
+    let head = format!("{prefix}.head");
+    let y = doubling(b, w, cfg.decoder, &head, &h, [c, channels], None)?;
+    Ok(b.unary("Tanh", &y))
+}
+
+/// One doubling of the decoder (`nn::Up`), `[cin, cout]` channels, with the batch norm that
+/// follows it folded in: ConvTranspose(4, 2, 1), or Resize ×2 then Conv(3, 1, 1).
+fn doubling(
+    b: &mut GraphBuilder,
+    w: &Weights,
+    decoder: Decoder,
+    name: &str,
+    h: &str,
+    [cin, cout]: [usize; 2],
+    bn: Option<&BatchNorm>,
+) -> Result<String, ExportError> {
+    // The output channels' axis of the weight layout: 1 for ConvTranspose, 0 for Conv.
+    let fold = |k: ConvWeights, axis| match bn {
+        Some(bn) => k.fold_bn(bn, axis),
+        None => k,
+    };
+    Ok(match decoder {
         Decoder::Deconv => {
-            let head = conv_w(w, &format!("{prefix}.head"), [c, channels, 4, 4])?;
-            b.conv_transpose(&h, &head, 2, 1)
+            let t = fold(conv_w(w, name, [cin, cout, 4, 4])?, 1);
+            b.conv_transpose(h, &t, 2, 1)
         }
         Decoder::Upsample => {
-            let head = conv_w(w, &format!("{prefix}.head"), [channels, c, 3, 3])?;
-            let up = b.upsample2(&h);
-            b.conv(&up, &head, 1, 1)
+            let k = fold(conv_w(w, name, [cout, cin, 3, 3])?, 0);
+            let up = b.upsample2(h);
+            b.conv(&up, &k, 1, 1)
         }
-    };
-    Ok(b.unary("Tanh", &y))
+    })
 }
 
 /// `z [N, L, 1, 1]` times the (BN-folded) weights `[L, C, 4, 4]`, as `nn::DcDecoder`'s matrix
