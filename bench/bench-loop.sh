@@ -6,6 +6,9 @@
 # VARIANT=patch (`just bench-loop-patch`): 640×480 camera-sized frames replayed from a folder,
 # a 256² ROI cropped from each, scored by a patch-mode GANomaly (256² input, 32² tiles, stride
 # $STRIDE, default 16: 225 tiles per frame, each frame's tiles one tract run, maps stitched).
+# With DETECTOR=seg (or another), ROI=N and PATCH=P the patch variant trains that detector at
+# an N² ROI with P² tiles instead (e.g. DETECTOR=seg ROI=128 PATCH=64 STRIDE=32: the
+# real-surface benchmark's 128² crops, 9 tiles of 64² per frame).
 # SINK=mqtt: results go to vigild's embedded broker instead of stdout, through the write-ahead
 # spool (every result appended, fsynced every 100 ms), to compare the loop's overhead with it.
 # BACKEND=ort: the onnxruntime backend instead of tract.
@@ -31,14 +34,21 @@ if [ "${BACKEND:-tract}" = ort ]; then
 fi
 # --workspace: the same features as `cargo test --workspace`, so one build serves both.
 cargo build --release --workspace "${features[@]}"
+detector=${DETECTOR:-ganomaly}
+roi=${ROI:-256}
+patch=${PATCH:-32}
 if [ "$variant" = patch ]; then
   model=runs/bench-loop-patch-s$stride
   out=runs/bench-loop-patch
+  if [ "$detector" != ganomaly ] || [ "$roi" != 256 ] || [ "$patch" != 32 ]; then
+    model=runs/bench-loop-patch-$detector-$roi-p$patch-s$stride
+    out=runs/bench-loop-patch-$detector-$roi-p$patch
+  fi
   mkdir -p "$out"
   if [ ! -f "$model/model.onnx" ]; then
     # Accuracy is irrelevant here, only the graph and the tiling: one short epoch, one crop each.
-    target/release/vigil train --detector ganomaly --data synthetic:metal --image-size 256 \
-      --patch 32 --stride "$stride" --crops 1 --channels 1 --epochs 1 --out "$model"
+    target/release/vigil train --detector "$detector" --data synthetic:metal --image-size "$roi" \
+      --patch "$patch" --stride "$stride" --crops 1 --channels 1 --epochs 1 --out "$model"
     target/release/vigil export --model "$model"
   fi
   frames_dir=$out/frames
@@ -63,7 +73,8 @@ for k in range(8):
     png(f"{sys.argv[1]}/frame_{k:02d}.png", w, h, rows)
 PY
   fi
-  source_args=(--source "folder:$frames_dir" --roi 192,112,256,256)
+  # The ROI centred in the 640×480 frame.
+  source_args=(--source "folder:$frames_dir" --roi "$(( (640 - roi) / 2 )),$(( (480 - roi) / 2 )),$roi,$roi")
 else
   model=runs/bench-loop-64
   out=runs/bench-loop

@@ -142,7 +142,9 @@ struct DataArgs {
 
 #[derive(Args)]
 struct TrainArgs {
-    /// Detector to train: anogan, egbad, ganomaly, alad, fanogan, gaae, wild.
+    /// Detector to train: anogan, egbad, ganomaly, alad, fanogan, gaae, wild (the seed
+    /// detectors, which model normal images), or seg (restoration + segmentation trained on
+    /// synthetic anomalies: the one for textured surfaces with small defects; docs/bundle.md).
     #[arg(long, default_value = "ganomaly")]
     detector: DetectorKind,
     #[command(flatten)]
@@ -198,7 +200,8 @@ struct TrainArgs {
     /// Score to calibrate and ship; default: the first of the detector's. anogan: search,
     /// residual; egbad: residual, combined, features; ganomaly: residual, encoder; alad:
     /// features, l1, l2, logits; fanogan: izif, residual, origin; gaae: combined, residual,
-    /// features, latent; wild: combined, residual, origin (docs/bundle.md defines each). Every
+    /// features, latent; wild: combined, residual, origin; seg: seg-max, seg-topk, residual
+    /// (docs/bundle.md defines each). Every
     /// detector also has the map scores l1-max, l1-topk, ssim-mean, ssim-max, ssim-topk,
     /// msgms-mean, msgms-max, msgms-topk: an image score read from a smoothed residual map
     /// (L1, 1 − SSIM, 1 − MSGMS; its max, or the mean of its top 1 % or of all pixels), and that

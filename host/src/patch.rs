@@ -21,8 +21,12 @@ use crate::train::{self, PreviewTile, Scored, ScoredMany};
 
 /// Largest `--image-size` accepted in patch mode (a fixed size; `native` may be larger).
 pub const MAX_IMAGE_SIZE: usize = 512;
-/// Tiles per Candle forward pass when scoring (bounds the activations' memory).
+/// Tiles per Candle forward pass when scoring (bounds the activations' memory)...
 const TILES_PER_PASS: usize = 256;
+/// ...and pixels per pass: the im2col buffers grow with tile area, and past a few hundred MB
+/// each pass spends more time faulting pages in than multiplying (`seg` at 64² tiles scored
+/// 120 images in 158 s with 256 tiles a pass, most of it system time).
+pub const PIXELS_PER_PASS: usize = 1 << 18;
 
 /// How `vigil train` crops in patch mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,7 +260,8 @@ impl CropPlan {
 
 /// Images per Candle forward pass so that one pass holds about [`TILES_PER_PASS`] tiles.
 fn images_per_pass(t: &Tiling) -> usize {
-    (TILES_PER_PASS / t.count()).max(1)
+    let tiles = TILES_PER_PASS.min(PIXELS_PER_PASS / t.tile_len().max(1));
+    (tiles / t.count()).max(1)
 }
 
 /// [`train::score_samples_many`] in patch mode: each image scored as its tiles in one batch,

@@ -108,7 +108,9 @@ pub fn score_samples_many(
         true => vec![Vec::with_capacity(samples.len() * plane); kinds.len()],
         false => Vec::new(),
     };
-    for chunk in samples.chunks(128) {
+    // At most 128 images and 2¹⁸ pixels a pass (`patch::PIXELS_PER_PASS` says why).
+    let per_pass = (crate::patch::PIXELS_PER_PASS / plane).clamp(1, 128);
+    for chunk in samples.chunks(per_pass) {
         let refs: Vec<&Sample> = chunk.iter().collect();
         let x = batch_tensor(&refs, cfg.channels, cfg.size, device)?;
         let inf = maps::infer(detector, &x, names)?;
@@ -127,11 +129,17 @@ pub fn score_samples_many(
 }
 
 /// One representative score name per distinct map among `names`, and each name's map index.
-pub(crate) fn distinct_maps<'a>(names: &[&'a str]) -> (Vec<(maps::MapKind, &'a str)>, Vec<usize>) {
-    let mut kinds: Vec<(maps::MapKind, &str)> = Vec::new();
+/// Which map a score reads: its kind, and whether it is a map score (true) or one of the
+/// detector's own scores (false, the detector's own map).
+pub(crate) type MapKey = (maps::MapKind, bool);
+
+/// A detector's own scores read its own map, map scores theirs: the same L1 map for the seed
+/// detectors, but not for `seg` (segmentation vs L1), so the two are kept apart.
+pub(crate) fn distinct_maps<'a>(names: &[&'a str]) -> (Vec<(MapKey, &'a str)>, Vec<usize>) {
+    let mut kinds: Vec<(MapKey, &str)> = Vec::new();
     let mut map_of = Vec::with_capacity(names.len());
     for name in names {
-        let kind = maps::map_of(name);
+        let kind = (maps::map_of(name), maps::MapScore::parse(name).is_some());
         map_of.push(match kinds.iter().position(|(k, _)| *k == kind) {
             Some(i) => i,
             None => {

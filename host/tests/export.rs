@@ -429,6 +429,16 @@ fn exported_wild_matches_candle_in_tract_and_onnxruntime() {
     );
 }
 
+/// `seg`: restoration and segmentation U-Net in one graph, its own scores and a map score read
+/// from its restoration, in both engines and as int8.
+#[test]
+fn exported_seg_matches_candle_in_tract_and_onnxruntime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = trained_small(tmp.path(), "seg");
+    check_export(&dir, "seg", &["seg-max", "seg-topk", "residual"], "seg-max");
+    check_export(&dir, "seg", &["l1-max", "msgms-topk"], "l1-max");
+}
+
 /// `--decoder upsample` (nearest ×2 + 3×3 conv, the stem a matrix product): the exported graph
 /// has no transposed convolution, scores as Candle does in both engines, and quantises.
 #[test]
@@ -502,6 +512,7 @@ fn export_tests_cover_every_score_of_every_exportable_detector() {
         ("fanogan", &["izif", "residual", "origin"]),
         ("gaae", &["combined", "residual", "features", "latent"]),
         ("wild", &["combined", "residual", "origin"]),
+        ("seg", &["seg-max", "seg-topk", "residual"]),
     ];
     for kind in DetectorKind::ALL {
         let entry = tested.iter().find(|(d, _)| *d == kind.name());

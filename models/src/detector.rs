@@ -12,6 +12,7 @@ use crate::anogan::AnoGan;
 use crate::egbad::Egbad;
 use crate::fanogan::FAnoGan;
 use crate::gaae::Gaae;
+use crate::seg::{Seg, SegWeights};
 use crate::wild::Wild;
 use crate::{ganomaly::Ganomaly, ModelError};
 
@@ -25,10 +26,11 @@ pub enum DetectorKind {
     FAnoGan,
     Gaae,
     Wild,
+    Seg,
 }
 
 impl DetectorKind {
-    pub const ALL: [DetectorKind; 7] = [
+    pub const ALL: [DetectorKind; 8] = [
         Self::AnoGan,
         Self::Egbad,
         Self::Ganomaly,
@@ -36,6 +38,7 @@ impl DetectorKind {
         Self::FAnoGan,
         Self::Gaae,
         Self::Wild,
+        Self::Seg,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl DetectorKind {
             Self::FAnoGan => "fanogan",
             Self::Gaae => "gaae",
             Self::Wild => "wild",
+            Self::Seg => "seg",
         }
     }
 
@@ -60,6 +64,7 @@ impl DetectorKind {
             Self::FAnoGan => FAnoGan::SCORES,
             Self::Gaae => Gaae::SCORES,
             Self::Wild => Wild::SCORES,
+            Self::Seg => Seg::SCORES,
         }
     }
 
@@ -79,6 +84,8 @@ impl DetectorKind {
     pub fn default_batch(self) -> usize {
         match self {
             Self::Egbad => 16,
+            // DRAEM trains with 8; 16 keeps a 64² patch step short on two cores.
+            Self::Seg => 16,
             _ => 64,
         }
     }
@@ -87,6 +94,12 @@ impl DetectorKind {
     /// feed-forward graph, so it cannot be exported (AnoGAN).
     pub fn needs_search(self) -> bool {
         matches!(self, Self::AnoGan)
+    }
+
+    /// Whether `Inference::map` is the smoothed L1 residual of the reconstruction (every seed
+    /// detector) or a map of the detector's own (`seg`: its segmentation probability).
+    pub fn map_is_residual(self) -> bool {
+        !matches!(self, Self::Seg)
     }
 }
 
@@ -172,5 +185,6 @@ pub fn build(
         DetectorKind::FAnoGan => Ok(Box::new(FAnoGan::new(cfg, device)?)),
         DetectorKind::Gaae => Ok(Box::new(Gaae::new(cfg, device)?)),
         DetectorKind::Wild => Ok(Box::new(Wild::new(cfg, device)?)),
+        DetectorKind::Seg => Ok(Box::new(Seg::new(cfg, SegWeights::default(), device)?)),
     }
 }

@@ -23,7 +23,9 @@ pub mod loss;
 pub mod maps;
 pub mod nn;
 pub mod optim;
+pub mod seg;
 pub mod smoothing;
+pub mod synth;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod train_util;
@@ -35,7 +37,7 @@ pub use detector::{build, Detector, DetectorKind, Inference, ModelConfig};
 pub enum ModelError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    #[error("unknown detector '{0}' (expected one of: anogan, egbad, ganomaly, alad, fanogan, gaae, wild)")]
+    #[error("unknown detector '{0}' (expected one of: anogan, egbad, ganomaly, alad, fanogan, gaae, wild, seg)")]
     UnknownDetector(String),
     #[error("unknown score '{0}' for this detector")]
     UnknownScore(String),

@@ -294,9 +294,14 @@ impl Scoring {
     /// score, the detector's L1 map for the detector's scores.
     pub fn map(&self, name: &str) -> Result<&Tensor, ModelError> {
         match MapScore::parse(name) {
+            // Computed in [`infer`] for a detector whose own map is another (`seg`).
             Some(MapScore {
                 map: MapKind::L1, ..
-            }) => Ok(&self.inference.map),
+            }) => Ok(self
+                .maps
+                .iter()
+                .find(|(k, _)| *k == MapKind::L1)
+                .map_or(&self.inference.map, |(_, t)| t)),
             Some(ms) => self
                 .maps
                 .iter()
@@ -336,7 +341,12 @@ pub fn infer(detector: &dyn Detector, x: &Tensor, names: &[&str]) -> Result<Scor
     }
     let sigma = detector.config().sigma;
     let mut maps = Vec::new();
-    for kind in [MapKind::Ssim, MapKind::Msgms] {
+    // A detector whose own map is not the L1 residual (`seg`) gets the L1 map computed here.
+    let own_l1 = detector.kind().map_is_residual();
+    for kind in [MapKind::L1, MapKind::Ssim, MapKind::Msgms] {
+        if kind == MapKind::L1 && own_l1 {
+            continue;
+        }
         if wanted.iter().any(|s| s.map == kind) {
             maps.push((
                 kind,
@@ -347,7 +357,7 @@ pub fn infer(detector: &dyn Detector, x: &Tensor, names: &[&str]) -> Result<Scor
     let mut scores = Vec::with_capacity(wanted.len());
     for ms in wanted {
         let map = match ms.map {
-            MapKind::L1 => Some(&inference.map),
+            MapKind::L1 if own_l1 => Some(&inference.map),
             kind => maps.iter().find(|(k, _)| *k == kind).map(|(_, m)| m),
         };
         if let Some(map) = map {
@@ -555,8 +565,9 @@ mod tests {
         assert_eq!(vals(&reduce(&m, Reduction::TopK).unwrap()), vec![397.5]);
     }
 
-    /// Every detector's own map is the smoothed L1 map of its reconstruction, so the `l1-*`
-    /// scores (read from it) mean the same for all, and the export's `residual_map` is theirs.
+    /// Every seed detector's own map is the smoothed L1 map of its reconstruction, and the
+    /// `l1-*` scores read the L1 map for every detector (`seg` included, whose own map is its
+    /// segmentation), so they mean the same for all, as the export's `residual_map` does.
     #[test]
     fn every_detectors_map_is_the_l1_map_of_its_reconstruction() {
         for kind in crate::DetectorKind::ALL {
@@ -574,7 +585,10 @@ mod tests {
             let s = infer(d.as_ref(), &x, SCORES).unwrap();
             let rec = &s.inference.reconstruction;
             let l1 = smoothed_map(MapKind::L1, &x, rec, 1.0).unwrap();
-            assert!(max_diff(&l1, &s.inference.map) < 1e-6, "{kind}");
+            assert!(max_diff(&l1, s.map("l1-max").unwrap()) < 1e-6, "{kind}");
+            if kind.map_is_residual() {
+                assert!(max_diff(&l1, &s.inference.map) < 1e-6, "{kind}");
+            }
             for name in SCORES {
                 let v = vals(s.score(name).unwrap());
                 assert_eq!(v.len(), 2, "{kind}/{name}");

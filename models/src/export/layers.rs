@@ -23,7 +23,7 @@ fn depth(size: usize) -> Result<usize, ExportError> {
     Ok(size.trailing_zeros() as usize - 2)
 }
 
-fn batch_norm(w: &Weights, prefix: &str, c: usize) -> Result<BatchNorm, ExportError> {
+pub(crate) fn batch_norm(w: &Weights, prefix: &str, c: usize) -> Result<BatchNorm, ExportError> {
     Ok(BatchNorm {
         gamma: w.get(&format!("{prefix}.weight"), &[c])?,
         beta: w.get(&format!("{prefix}.bias"), &[c])?,
@@ -33,7 +33,11 @@ fn batch_norm(w: &Weights, prefix: &str, c: usize) -> Result<BatchNorm, ExportEr
     })
 }
 
-fn conv_w(w: &Weights, name: &str, dims: [usize; 4]) -> Result<ConvWeights, ExportError> {
+pub(crate) fn conv_w(
+    w: &Weights,
+    name: &str,
+    dims: [usize; 4],
+) -> Result<ConvWeights, ExportError> {
     Ok(ConvWeights {
         dims,
         weight: w.get(&format!("{name}.weight"), &dims)?,

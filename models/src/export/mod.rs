@@ -18,6 +18,7 @@ pub mod layers;
 pub mod maps;
 pub mod quant;
 pub mod run;
+pub mod seg;
 pub mod wild;
 
 use std::collections::HashMap;
@@ -139,7 +140,8 @@ pub fn check_exportable(kind: DetectorKind) -> Result<(), ExportError> {
         | DetectorKind::Alad
         | DetectorKind::FAnoGan
         | DetectorKind::Gaae
-        | DetectorKind::Wild => Ok(()),
+        | DetectorKind::Wild
+        | DetectorKind::Seg => Ok(()),
         DetectorKind::AnoGan => Err(anogan_refusal()),
     }
 }
@@ -171,35 +173,15 @@ pub fn scorer_model(detector: &dyn Detector, score: &str) -> Result<pb::ModelPro
             Dim::Fixed(s),
         ],
     );
-    // The variable prefixes of each detector's encoder and generator, and its score head.
-    let (enc, dec, head): (&str, &str, ScoreHead) = match kind {
-        DetectorKind::Ganomaly => ("g.encoder", "g.decoder", ganomaly::score),
-        DetectorKind::Egbad => ("e", "g", egbad::score),
-        DetectorKind::Alad => ("e", "g", alad::score),
-        DetectorKind::FAnoGan => ("e", "g", fanogan::score),
-        DetectorKind::Gaae => ("e", "g", gaae::score),
-        DetectorKind::Wild => ("e", "g", wild::score),
-        DetectorKind::AnoGan => return Err(anogan_refusal()),
-    };
-    let (z, x_hat) = layers::encode_decode(&mut b, &weights, cfg, &image, enc, dec)?;
-    let diff = b.binary("Sub", &image, &x_hat);
-    let abs = b.unary("Abs", &diff);
-    let r = Reconstruction {
-        x: image,
-        z,
-        x_hat,
-        diff,
-        abs,
-    };
-    let (score_v, map_v) = match crate::maps::MapScore::parse(score) {
-        // A map score: its own map, and the score read from it (`maps`).
-        Some(ms) => maps::score_and_map(&mut b, &r, cfg, ms)?,
-        // The detector's scores, with every detector's map: the channel mean of |x − x̂|,
-        // smoothed.
-        None => (
-            head(&mut b, &weights, cfg, &r, score)?,
-            b.residual_map(&r.abs, cfg.sigma, s, s),
-        ),
+    let (score_v, map_v) = match kind {
+        DetectorKind::Seg => {
+            let g = seg::build(&mut b, &weights, cfg, &image)?;
+            match crate::maps::MapScore::parse(score) {
+                Some(ms) => maps::score_and_map(&mut b, &g.r, cfg, ms)?,
+                None => (seg::score(&mut b, &g, cfg, score)?, g.map.clone()),
+            }
+        }
+        _ => encoder_decoder_scorer(&mut b, &weights, cfg, kind, image, score)?,
     };
     b.output(SCORE, &score_v, &[Dim::Param(BATCH)]);
     b.output(
@@ -227,6 +209,50 @@ pub fn scorer_model(detector: &dyn Detector, score: &str) -> Result<pb::ModelPro
             ("vigil.precision", "f32".to_string()),
         ],
     ))
+}
+
+/// The scorer of a detector that scores from its E → G reconstruction (all but `seg`):
+/// `(score [N], anomaly_map [N, 1, S, S])`.
+fn encoder_decoder_scorer(
+    b: &mut GraphBuilder,
+    weights: &Weights,
+    cfg: &ModelConfig,
+    kind: DetectorKind,
+    image: String,
+    score: &str,
+) -> Result<(String, String), ExportError> {
+    let s = cfg.size;
+    // The variable prefixes of each detector's encoder and generator, and its score head.
+    let (enc, dec, head): (&str, &str, ScoreHead) = match kind {
+        DetectorKind::Ganomaly => ("g.encoder", "g.decoder", ganomaly::score),
+        DetectorKind::Egbad => ("e", "g", egbad::score),
+        DetectorKind::Alad => ("e", "g", alad::score),
+        DetectorKind::FAnoGan => ("e", "g", fanogan::score),
+        DetectorKind::Gaae => ("e", "g", gaae::score),
+        DetectorKind::Wild => ("e", "g", wild::score),
+        DetectorKind::AnoGan => return Err(anogan_refusal()),
+        DetectorKind::Seg => return Err(ExportError::Unsupported("seg has its own scorer".into())),
+    };
+    let (z, x_hat) = layers::encode_decode(b, weights, cfg, &image, enc, dec)?;
+    let diff = b.binary("Sub", &image, &x_hat);
+    let abs = b.unary("Abs", &diff);
+    let r = Reconstruction {
+        x: image,
+        z,
+        x_hat,
+        diff,
+        abs,
+    };
+    Ok(match crate::maps::MapScore::parse(score) {
+        // A map score: its own map, and the score read from it (`maps`).
+        Some(ms) => maps::score_and_map(b, &r, cfg, ms)?,
+        // The detector's scores, with every detector's map: the channel mean of |x − x̂|,
+        // smoothed.
+        None => (
+            head(b, weights, cfg, &r, score)?,
+            b.residual_map(&r.abs, cfg.sigma, s, s),
+        ),
+    })
 }
 
 /// Protobuf bytes of a model.
