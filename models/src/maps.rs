@@ -5,7 +5,8 @@
 //!
 //! A map score is named `<map>-<reduction>`:
 //! - maps (each `[N, 1, H, W]`, Gaussian-smoothed with the detector's σ like the L1 map):
-//!   - `l1`: the channel mean of |x − x̂|, the detector's own `Inference::map`;
+//!   - `l1`: the channel mean of |x − x̂|: the seed detectors' own `Inference::map`, computed
+//!     here for `seg`, whose own map is its segmentation;
 //!   - `ssim`: 1 − SSIM(x, x̂) (Wang et al. 2004), the mean over channels of the per-channel SSIM
 //!     map, with the 11×11 Gaussian window of σ 1.5 that the paper and DRAEM's SSIM loss use;
 //!   - `msgms`: 1 − the multi-scale gradient magnitude similarity of Zavrtanik et al.'s RIAD
