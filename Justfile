@@ -61,7 +61,7 @@ bench-decoder sizes="64 128 256" iters="30" seconds="2":
     bash bench/bench-decoder.sh "{{sizes}}" {{iters}} {{seconds}}
 
 # Image AUROC of every detector over the Fashion-MNIST one-class tasks (env JOBS=N, SCORES=all, REPORT_ONLY=1: see bench/bench-accuracy.sh); docs/benchmarks.md.
-bench-accuracy detectors="anogan egbad ganomaly alad fanogan gaae wild" classes="0 1 2 3 4 5 6 7 8 9" epochs="2" seeds="1":
+bench-accuracy detectors="anogan egbad ganomaly alad fanogan gaae wild seg" classes="0 1 2 3 4 5 6 7 8 9" epochs="2" seeds="1":
     bash bench/bench-accuracy.sh "{{detectors}}" "{{classes}}" "{{epochs}}" "{{seeds}}"
 
 # Every detector on real photographs of surfaces (bricks, gravel, wood from ufoai-textures; defects from defect-synthesis): image/pixel AUROC, AUPRO, train time (env MODE=whole|patch, CROPS, ALL_SCORES, SEEDS, JOBS, REPORT_ONLY: see bench/bench-real.sh); docs/benchmarks.md.

@@ -26,7 +26,7 @@
 # Prints a markdown table with the per-class AUROC and the mean per detector and score.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-detectors=${1:-"anogan egbad ganomaly alad fanogan gaae wild"}
+detectors=${1:-"anogan egbad ganomaly alad fanogan gaae wild seg"}
 classes=${2:-"0 1 2 3 4 5 6 7 8 9"}
 epochs=${3:-2}
 seeds=${4:-1}
@@ -48,6 +48,7 @@ scores_of() {
     fanogan) echo "izif residual origin" ;;
     gaae) echo "combined residual features latent" ;;
     wild) echo "combined residual origin" ;;
+    seg) echo "seg-max seg-topk residual" ;;
     *) echo "unknown detector $1" >&2; exit 2 ;;
   esac
 }

@@ -4,9 +4,11 @@
 //! Written from the recipe of DRAEM (Zavrtanik et al. 2021): a thresholded Perlin-noise mask at
 //! a random scale and rotation, filled with foreign content and blended in at a random opacity;
 //! plus thin strokes and small spots, which Perlin blobs rarely look like. Foreign content is
-//! another image of the batch (shifted and flipped), procedural noise, or a plain colour: never
-//! anything from outside the training images, and nothing from the defect generator the real-
-//! surface benchmark tests with, so training cannot learn that generator's look.
+//! another image of the batch (shifted and flipped), procedural noise, or a plain colour,
+//! restyled photometrically (inverted, gamma, gain, posterised, solarised) so that it differs
+//! from the surface: never anything from outside the training images, and nothing from the
+//! defect generator the real-surface benchmark tests with, so training cannot learn that
+//! generator's look.
 
 use vigil_shared::rng::Rng;
 
@@ -79,7 +81,8 @@ fn blob(
     if !any {
         return false;
     }
-    let fill = foreign(images, [n, c, h, w], i, rng);
+    let mut fill = foreign(images, [n, c, h, w], i, rng);
+    restyle(&mut fill, [c, h, w], rng);
     let a = rng.range(OPACITY.0, OPACITY.1);
     let dst = &mut out[i * c * plane..(i + 1) * c * plane];
     for ch in 0..c {
@@ -140,6 +143,64 @@ fn foreign(images: &[f32], [n, c, h, w]: [usize; 4], i: usize, rng: &mut Rng) ->
             v[ch * plane..(ch + 1) * plane].fill(colour);
         }
         v
+    }
+}
+
+/// Restyles foreign content with 1–3 distinct photometric changes (and maybe a quarter turn),
+/// as DRAEM augments its anomaly source. Without it a blob filled from another image of the same
+/// stochastic surface (gravel) is the surface itself, and the segmenter learns to flag normal
+/// stones: the labels must mark content that differs from the surface.
+fn restyle(v: &mut [f32], [c, h, w]: [usize; 3], rng: &mut Rng) {
+    const KINDS: usize = 5;
+    let mut order: Vec<usize> = (0..KINDS).collect();
+    rng.shuffle(&mut order);
+    for &kind in &order[..1 + rng.below(3)] {
+        match kind {
+            0 => v.iter_mut().for_each(|x| *x = -*x),
+            1 => {
+                // Gamma on [0, 1]: darkens or lightens the mid-tones.
+                let g = if rng.uniform() < 0.5 {
+                    rng.range(0.35, 0.7)
+                } else {
+                    rng.range(1.5, 3.0)
+                };
+                v.iter_mut()
+                    .for_each(|x| *x = ((*x + 1.0) * 0.5).max(0.0).powf(g) * 2.0 - 1.0);
+            }
+            2 => {
+                let gain = rng.range(0.3, 1.8);
+                let shift = rng.range(-0.6, 0.6);
+                v.iter_mut()
+                    .for_each(|x| *x = (*x * gain + shift).clamp(-1.0, 1.0));
+            }
+            3 => {
+                let levels = (2 + rng.below(3)) as f32;
+                v.iter_mut().for_each(|x| {
+                    let q = ((*x + 1.0) * 0.5 * levels).floor().min(levels - 1.0);
+                    *x = q / (levels - 1.0) * 2.0 - 1.0;
+                });
+            }
+            _ => {
+                let t = rng.range(-0.2, 0.6);
+                v.iter_mut().for_each(|x| {
+                    if *x > t {
+                        *x = -*x
+                    }
+                });
+            }
+        }
+    }
+    if h == w && rng.uniform() < 0.5 {
+        // A quarter turn: oriented surfaces (wood) then get grain across the grain.
+        let plane = h * w;
+        for ch in 0..c {
+            let src = v[ch * plane..(ch + 1) * plane].to_vec();
+            for y in 0..h {
+                for x in 0..w {
+                    v[ch * plane + y * w + x] = src[x * w + (w - 1 - y)];
+                }
+            }
+        }
     }
 }
 
@@ -325,6 +386,24 @@ mod tests {
             "{corrupted} of {n} corrupted"
         );
         assert_ne!(a.images, corrupt(&x, [n, c, s, s], &mut Rng::new(6)).images);
+    }
+
+    #[test]
+    fn restyled_content_differs_visibly_from_the_surface() {
+        let (c, s) = (1, 32);
+        let x = surface(1, c, s);
+        let mut rng = Rng::new(3);
+        let visible = (0..200)
+            .filter(|_| {
+                let mut v = x.clone();
+                restyle(&mut v, [c, s, s], &mut rng);
+                assert!(v.iter().all(|p| (-1.0..=1.0).contains(p)));
+                let diff = v.iter().zip(&x).map(|(a, b)| (a - b).abs()).sum::<f32>();
+                diff / v.len() as f32 > 0.05
+            })
+            .count();
+        // A near-identity gain is possible, but rare.
+        assert!(visible >= 180, "{visible} of 200 restylings are visible");
     }
 
     #[test]
