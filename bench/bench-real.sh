@@ -23,7 +23,8 @@
 #                without overlap, (128/SIZE)²)
 #   ALL_SCORES   set: also `vigil eval --score all` per cell (OUT/results/<tag>.all.jsonl: every
 #                detector score and map score, one JSON line each)
-#   SEEDS        training seeds (1); the table averages over them
+#   SEEDS        training seeds (1); with several, each cell is the mean ± the standard
+#                deviation over them
 #   DECODER      `vigil train --decoder`: deconv (default) or upsample; upsample cells are
 #                tagged `-upsample` after the size
 #   DATA_SEED    seed of the crop positions and defects (0)
@@ -165,26 +166,45 @@ decoder = "upsample decoder, " if "-upsample" in crops else ""
 print(f"Real surfaces (bench-real): {mode} mode, {geometry}, {decoder}{epochs} epochs, "
       f"training seeds {' '.join(seeds)}, data seed {data_seed}")
 print()
+if len(seeds) > 1:
+    print("Each cell: the mean over the training seeds ± their standard deviation (the mean row: "
+          "of each seed's mean over the categories, over the seeds that finished every category).")
+    print()
 print("| detector | category | image AUROC | pixel AUROC | AUPRO | train s |")
 print("| --- | --- | --- | --- | --- | --- |")
 keys = ["image_auroc", "pixel_auroc", "pixel_aupro", "train_seconds"]
+
+def cell(vals, digits):
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return f"{m:.{digits}f}"
+    sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+
 for d in dets:
     per = {}
     for c in cats:
-        runs = []
         for s in seeds:
             p = os.path.join(res, f"{d}-{c}-{mode}-{size}{crops}-e{epochs}-s{s}")
             if os.path.exists(p + ".json") and os.path.exists(p + ".train.json"):
                 r = json.load(open(p + ".json")); r.update(json.load(open(p + ".train.json")))
-                runs.append(r)
-        if runs:
-            per[c] = {k: sum(r[k] for r in runs) / len(runs) for k in keys}
-        cells = [f"{per[c][k]:.3f}" for k in keys[:3]] + [f"{per[c][keys[3]]:.0f}"] if c in per else ["–"] * 4
+                per.setdefault(c, {})[s] = r
+        if c in per:
+            runs = list(per[c].values())
+            cells = [cell([r[k] for r in runs], 3) for k in keys[:3]]
+            cells.append(cell([r[keys[3]] for r in runs], 0))
+            if len(runs) < len(seeds):
+                cells[-1] += f" ({len(runs)} of {len(seeds)} seeds)"
+        else:
+            cells = ["–"] * 4
         print(f"| {d} | {c} | " + " | ".join(cells) + " |")
-    if len(per) == len(cats):
-        m = {k: sum(per[c][k] for c in cats) / len(cats) for k in keys}
-        print(f"| **{d}** | **mean** | **{m[keys[0]]:.3f}** | **{m[keys[1]]:.3f}** | "
-              f"**{m[keys[2]]:.3f}** | {m[keys[3]]:.0f} |")
+    full = [s for s in seeds if all(s in per.get(c, {}) for c in cats)]
+    if full:
+        means = {k: [sum(per[c][s][k] for c in cats) / len(cats) for s in full] for k in keys}
+        m = [cell(means[k], 3) for k in keys[:3]]
+        tail = "" if len(full) == len(seeds) else f" ({len(full)} of {len(seeds)} seeds)"
+        print(f"| **{d}** | **mean** | **{m[0]}** | **{m[1]}** | **{m[2]}** | "
+              f"{cell(means[keys[3]], 0)}{tail} |")
     else:
         print(f"| **{d}** | **mean** | – | – | – | – |")
 

@@ -185,6 +185,6 @@ pub fn build(
         DetectorKind::FAnoGan => Ok(Box::new(FAnoGan::new(cfg, device)?)),
         DetectorKind::Gaae => Ok(Box::new(Gaae::new(cfg, device)?)),
         DetectorKind::Wild => Ok(Box::new(Wild::new(cfg, device)?)),
-        DetectorKind::Seg => Ok(Box::new(Seg::new(cfg, SegWeights::default(), device)?)),
+        DetectorKind::Seg => Ok(Box::new(Seg::new(cfg, SegWeights::from_env()?, device)?)),
     }
 }

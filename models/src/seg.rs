@@ -63,6 +63,37 @@ impl Default for SegWeights {
     }
 }
 
+impl SegWeights {
+    /// The defaults, with the adversarial weight from `VIGIL_SEG_ADV` and the focal weight
+    /// from `VIGIL_SEG_FOCAL` if set (non-negative numbers; `VIGIL_SEG_ADV=0` trains without
+    /// the discriminator, `VIGIL_SEG_FOCAL=0` without the segmentation head, which then stays
+    /// at its initial weights): the knobs of the ablations in docs/benchmarks.md, training
+    /// settings only (the exported graph is the same).
+    pub fn from_env() -> std::result::Result<Self, ModelError> {
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> std::result::Result<Self, ModelError> {
+        let mut w = Self::default();
+        for (var, slot) in [
+            ("VIGIL_SEG_ADV", &mut w.adv),
+            ("VIGIL_SEG_FOCAL", &mut w.focal),
+        ] {
+            if let Some(s) = get(var) {
+                *slot = match s.trim().parse::<f64>() {
+                    Ok(v) if v >= 0.0 && v.is_finite() => v,
+                    _ => {
+                        return Err(ModelError::InvalidSetting(format!(
+                            "{var}='{s}' is not a non-negative number"
+                        )))
+                    }
+                };
+            }
+        }
+        Ok(w)
+    }
+}
+
 /// How one layer of these networks changes its input: a 3×3 convolution, a 4×4 stride-2
 /// convolution (halving), or a 4×4 stride-2 transposed convolution (doubling).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,26 +386,31 @@ impl Detector for Seg {
         let restored = self.restorer.forward_t(&damaged, true)?;
         let l2 = mse(&restored, x)?;
         let ssim = ssim_residual(&restored, x)?.mean_all()?;
-        let logits = self
-            .segmenter
-            .forward_t(&Tensor::cat(&[&damaged, &restored], 1)?, true)?;
-        let focal = focal_with_logits(&logits, &mask)?;
+        let mut loss = ((&l2 * w.l2)? + (&ssim * w.ssim)?)?;
+        let mut losses = vec![("l2", l2.to_scalar()?), ("ssim", ssim.to_scalar()?)];
+        if w.focal != 0.0 {
+            let logits = self
+                .segmenter
+                .forward_t(&Tensor::cat(&[&damaged, &restored], 1)?, true)?;
+            let focal = focal_with_logits(&logits, &mask)?;
+            loss = (loss + (&focal * w.focal)?)?;
+            losses.push(("focal", focal.to_scalar()?));
+        }
+        if w.adv == 0.0 {
+            // The ablation without the adversarial term: no discriminator to train either.
+            self.opt_gs.step(&loss.backward()?)?;
+            return Ok(losses);
+        }
         let adv = bce_with_logits(&self.critic.forward_t(&restored, true)?, 1.0)?;
-        let loss =
-            ((((&l2 * w.l2)? + (&ssim * w.ssim)?)? + (&focal * w.focal)?)? + (&adv * w.adv)?)?;
-        self.opt_gs.step(&loss.backward()?)?;
+        self.opt_gs.step(&(loss + (&adv * w.adv)?)?.backward()?)?;
 
         let real = self.critic.forward_t(x, true)?;
         let fake = self.critic.forward_t(&restored.detach(), true)?;
         let loss_d = ((bce_with_logits(&real, 1.0)? + bce_with_logits(&fake, 0.0)?)? * 0.5)?;
         self.opt_d.step(&loss_d.backward()?)?;
-        Ok(vec![
-            ("l2", l2.to_scalar()?),
-            ("ssim", ssim.to_scalar()?),
-            ("focal", focal.to_scalar()?),
-            ("g_adv", adv.to_scalar()?),
-            ("d", loss_d.to_scalar()?),
-        ])
+        losses.push(("g_adv", adv.to_scalar()?));
+        losses.push(("d", loss_d.to_scalar()?));
+        Ok(losses)
     }
 
     fn infer(&self, x: &Tensor) -> std::result::Result<Inference, ModelError> {
@@ -415,6 +451,50 @@ impl Detector for Seg {
 mod tests {
     use super::*;
     use crate::testutil::config;
+
+    #[test]
+    fn ablation_weights_come_from_the_environment_and_bad_values_are_named() {
+        fn env(pairs: Vec<(&'static str, &'static str)>) -> impl Fn(&str) -> Option<String> {
+            move |k| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        }
+        let w = SegWeights::from_lookup(env(vec![])).unwrap();
+        assert_eq!((w.adv, w.focal), (SegWeights::default().adv, 1.0));
+        let set = vec![("VIGIL_SEG_ADV", "0"), ("VIGIL_SEG_FOCAL", " 0 ")];
+        let w = SegWeights::from_lookup(env(set)).unwrap();
+        assert_eq!((w.adv, w.focal), (0.0, 0.0));
+        for bad in ["-1", "nan", "inf", "off"] {
+            let e = SegWeights::from_lookup(env(vec![("VIGIL_SEG_FOCAL", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("VIGIL_SEG_FOCAL") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn training_without_the_head_or_the_critic_reports_only_the_terms_it_trains() {
+        let cfg = config(32, 1, 8, 16);
+        let weights = SegWeights {
+            adv: 0.0,
+            focal: 0.0,
+            ..SegWeights::default()
+        };
+        let mut d = Seg::new(cfg, weights, &Device::Cpu).unwrap();
+        let x = crate::testutil::randn(&[2, 1, 32, 32], 3, 0.0)
+            .tanh()
+            .unwrap();
+        let names: Vec<_> = d
+            .train_step(&x)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["l2", "ssim"]);
+    }
 
     #[test]
     fn shapes_and_scores() {
