@@ -43,13 +43,17 @@ pub fn base_width(cfg: &ModelConfig) -> usize {
     (cfg.width / 4).max(4)
 }
 
-/// Loss weights: L2 and SSIM as DRAEM (1, 1), focal 1, and a small adversarial term.
+/// Loss weights: L2 and SSIM as DRAEM (1, 1), focal 1, and a small adversarial term; and
+/// whether the restorer sees synthetic damage at all.
 #[derive(Clone, Copy, Debug)]
 pub struct SegWeights {
     pub l2: f64,
     pub ssim: f64,
     pub focal: f64,
     pub adv: f64,
+    /// false: train on the clean images (the synthesiser-off ablation). The restorer is then a
+    /// plain autoencoder and the head, with no mask to learn, is not trained.
+    pub synthetic: bool,
 }
 
 impl Default for SegWeights {
@@ -59,6 +63,7 @@ impl Default for SegWeights {
             ssim: 1.0,
             focal: 1.0,
             adv: 0.05,
+            synthetic: true,
         }
     }
 }
@@ -67,8 +72,9 @@ impl SegWeights {
     /// The defaults, with the adversarial weight from `VIGIL_SEG_ADV` and the focal weight
     /// from `VIGIL_SEG_FOCAL` if set (non-negative numbers; `VIGIL_SEG_ADV=0` trains without
     /// the discriminator, `VIGIL_SEG_FOCAL=0` without the segmentation head, which then stays
-    /// at its initial weights): the knobs of the ablations in docs/benchmarks.md, training
-    /// settings only (the exported graph is the same).
+    /// at its initial weights), and `VIGIL_SEG_SYNTH=0` to train on clean images only (no
+    /// head either): the knobs of the ablations in docs/benchmarks.md, training settings only
+    /// (the exported graph is the same).
     pub fn from_env() -> std::result::Result<Self, ModelError> {
         Self::from_lookup(|var| std::env::var(var).ok())
     }
@@ -89,6 +95,17 @@ impl SegWeights {
                     }
                 };
             }
+        }
+        if let Some(s) = get("VIGIL_SEG_SYNTH") {
+            w.synthetic = match s.trim() {
+                "1" => true,
+                "0" => false,
+                _ => {
+                    return Err(ModelError::InvalidSetting(format!(
+                        "VIGIL_SEG_SYNTH='{s}' is neither 0 nor 1"
+                    )))
+                }
+            };
         }
         Ok(w)
     }
@@ -382,13 +399,17 @@ impl Detector for Seg {
         x: &Tensor,
     ) -> std::result::Result<Vec<(&'static str, f32)>, ModelError> {
         let w = self.weights;
-        let (damaged, mask) = self.corrupt(x)?;
+        let (damaged, mask) = if w.synthetic {
+            self.corrupt(x)?
+        } else {
+            (x.clone(), x.zeros_like()?)
+        };
         let restored = self.restorer.forward_t(&damaged, true)?;
         let l2 = mse(&restored, x)?;
         let ssim = ssim_residual(&restored, x)?.mean_all()?;
         let mut loss = ((&l2 * w.l2)? + (&ssim * w.ssim)?)?;
         let mut losses = vec![("l2", l2.to_scalar()?), ("ssim", ssim.to_scalar()?)];
-        if w.focal != 0.0 {
+        if w.synthetic && w.focal != 0.0 {
             let logits = self
                 .segmenter
                 .forward_t(&Tensor::cat(&[&damaged, &restored], 1)?, true)?;
@@ -467,6 +488,11 @@ mod tests {
         let set = vec![("VIGIL_SEG_ADV", "0"), ("VIGIL_SEG_FOCAL", " 0 ")];
         let w = SegWeights::from_lookup(env(set)).unwrap();
         assert_eq!((w.adv, w.focal), (0.0, 0.0));
+        assert!(w.synthetic);
+        let w = SegWeights::from_lookup(env(vec![("VIGIL_SEG_SYNTH", "0")])).unwrap();
+        assert!(!w.synthetic);
+        let e = SegWeights::from_lookup(env(vec![("VIGIL_SEG_SYNTH", "no")])).unwrap_err();
+        assert!(e.to_string().contains("VIGIL_SEG_SYNTH='no'"), "{e}");
         for bad in ["-1", "nan", "inf", "off"] {
             let e = SegWeights::from_lookup(env(vec![("VIGIL_SEG_FOCAL", bad)]))
                 .unwrap_err()
@@ -494,6 +520,20 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert_eq!(names, ["l2", "ssim"]);
+
+        // Without the synthesiser the head has no mask to learn, whatever its weight.
+        let weights = SegWeights {
+            synthetic: false,
+            ..SegWeights::default()
+        };
+        let mut d = Seg::new(config(32, 1, 8, 16), weights, &Device::Cpu).unwrap();
+        let names: Vec<_> = d
+            .train_step(&x)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["l2", "ssim", "g_adv", "d"]);
     }
 
     #[test]
